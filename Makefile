@@ -1,0 +1,31 @@
+# Every target sets itself up on a fresh machine: virtualenv, dependencies, a Redis server.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-dev
+PYTHON ?= python3
+
+.PHONY: test demo bench-perf lint redis clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+redis: $(STAMP)
+	bash deploy/local/ensure-redis.sh $(PY)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+test: lint redis
+	$(PY) -m pytest -q -rs
+
+demo: redis
+	$(PY) -m deploy.local.demo
+
+bench-perf: redis
+	$(PY) -m bench.perf
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,210 @@
+"""A minimal Open Inference Protocol v2 server for the stand-in model.
+
+It plays the part of the unmodified deployed endpoint (KServe/Triton/MLServer) that the gateway
+sits in front of, so the gateway's OIP adapter is exercised against a real HTTP server. The infer
+hot path is deliberately thin: raw body → orjson → numpy → orjson, no pydantic model for the data
+array (validating 10^4 floats through pydantic would dominate latency in benchmarks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from blackbox.model import MlpWeights, train_compas_mlp
+
+OUTPUT_NAMES: tuple[str, ...] = ("logits", "probabilities")
+DEFAULT_OUTPUTS: tuple[str, ...] = ("logits",)
+INPUT_NAME = "x"
+_NUMERIC_DATATYPES = frozenset(
+    {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64"}
+    | {"UINT8", "UINT16", "UINT32", "UINT64"}
+)
+_OPTS = orjson.OPT_SERIALIZE_NUMPY
+
+
+class InferError(Exception):
+    """A client error, answered as OIP's ``{"error": msg}`` with the given status."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload, option=_OPTS), status, media_type="application/json")
+
+
+def _parse_input(body: Any, n_features: int) -> np.ndarray:
+    """Validate the single input tensor and return it as float32 [N, F]."""
+    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
+        raise InferError("request must be a JSON object with an 'inputs' list")
+    if len(body["inputs"]) != 1:
+        raise InferError(f"expected exactly 1 input tensor, got {len(body['inputs'])}")
+    tensor = body["inputs"][0]
+    if not isinstance(tensor, dict) or not {"shape", "datatype", "data"} <= tensor.keys():
+        raise InferError("input tensor needs 'name', 'shape', 'datatype' and 'data'")
+    shape, datatype = tensor["shape"], tensor["datatype"]
+    if datatype not in _NUMERIC_DATATYPES:
+        raise InferError(f"unsupported datatype {datatype!r}; expected FP32")
+    ok_shape = isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)
+    if not ok_shape or len(shape) != 2 or shape[1] != n_features:
+        raise InferError(f"input shape must be [N, {n_features}], got {shape}")
+    try:
+        arr = np.asarray(tensor["data"], dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InferError(f"input data is not a numeric array: {exc}") from None
+    expected = math.prod(shape)
+    if arr.size != expected:
+        raise InferError(f"input data has {arr.size} elements, shape {shape} needs {expected}")
+    return arr.reshape(shape)
+
+
+def _requested_outputs(body: dict[str, Any]) -> list[str]:
+    """Names from the optional ``outputs`` list; without one, only ``logits`` (like MLServer,
+    which answers its default output unless another is asked for)."""
+    outputs = body.get("outputs")
+    if outputs is None:
+        return list(DEFAULT_OUTPUTS)
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+        raise InferError("'outputs' must be a list of {'name': ...} objects")
+    names = [o.get("name") for o in outputs]
+    unknown = [n for n in names if n not in OUTPUT_NAMES]
+    if unknown:
+        raise InferError(f"unknown output(s) {unknown}; available: {list(OUTPUT_NAMES)}")
+    return names  # type: ignore[return-value]
+
+
+def _tensor(name: str, values: np.ndarray) -> dict[str, Any]:
+    return {"name": name, "shape": list(values.shape), "datatype": "FP32", "data": values.ravel()}
+
+
+def _metadata(model: MlpWeights, name: str, version: str) -> dict[str, Any]:
+    """OIP model metadata; parameters carry the column order and class names a client needs."""
+    k = len(model.classes)
+    return {
+        "name": name,
+        "versions": [version],
+        "platform": "numpy-mlp",
+        "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, model.n_features]}],
+        "outputs": [{"name": o, "datatype": "FP32", "shape": [-1, k]} for o in OUTPUT_NAMES],
+        "parameters": {"feature_names": model.feature_names, "classes": model.classes},
+    }
+
+
+def create_app(
+    model: MlpWeights, name: str = "compas", version: str = "1", delay_ms: float = 0.0
+) -> FastAPI:
+    """The OIP v2 app for one model; ``delay_ms`` simulates a slower real model in benchmarks."""
+    app = FastAPI(title="blackbox", docs_url=None, redoc_url=None, openapi_url=None)
+    delay_s = max(delay_ms, 0.0) / 1000.0
+    metadata = _metadata(model, name, version)
+
+    @app.exception_handler(InferError)
+    async def _on_error(_: Request, exc: InferError) -> Response:
+        return _json({"error": exc.message}, exc.status)
+
+    def _check_model(model_name: str) -> None:
+        if model_name != name:
+            raise InferError(f"model {model_name!r} not found", status=404)
+
+    @app.get("/v2")
+    async def server_metadata() -> Response:
+        return _json({"name": "blackbox", "version": "1", "extensions": []})
+
+    @app.get("/v2/health/live")
+    async def live() -> Response:
+        return _json({"live": True})
+
+    @app.get("/v2/health/ready")
+    async def ready() -> Response:
+        return _json({"ready": True})
+
+    @app.get("/v2/models/{model_name}")
+    async def model_metadata(model_name: str) -> Response:
+        _check_model(model_name)
+        return _json(metadata)
+
+    @app.get("/v2/models/{model_name}/ready")
+    async def model_ready(model_name: str) -> Response:
+        _check_model(model_name)
+        return _json({"name": name, "ready": True})
+
+    async def _infer(model_name: str, request: Request) -> Response:
+        _check_model(model_name)
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as exc:
+            raise InferError(f"invalid JSON: {exc}") from None
+        x = _parse_input(body, model.n_features)
+        names = _requested_outputs(body)
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        logits = model.logits(x)
+        values = {"logits": logits}
+        if "probabilities" in names:
+            values["probabilities"] = model.probabilities(x)
+        out: dict[str, Any] = {"model_name": name, "model_version": version}
+        if "id" in body:
+            out["id"] = body["id"]
+        out["outputs"] = [_tensor(n, values[n]) for n in names]
+        return _json(out)
+
+    app.add_api_route("/v2/models/{model_name}/infer", _infer, methods=["POST"])
+    app.add_api_route(
+        "/v2/models/{model_name}/versions/{model_version}/infer", _infer, methods=["POST"]
+    )
+    return app
+
+
+def ensure_model(path: str | Path, seed: int = 0) -> MlpWeights:
+    """Load the model, training and saving it first if missing; the atomic rename lets several
+    processes start on an empty cache without reading a half-written file."""
+    path = Path(path)
+    if path.exists():
+        return MlpWeights.load(path)
+    model = train_compas_mlp(seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+    os.close(fd)
+    model.save(tmp)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; other users/containers must read the model
+    os.replace(tmp, path)
+    return model
+
+
+def build_config(app: FastAPI, host: str = "127.0.0.1", port: int = 9001) -> uvicorn.Config:
+    """uvicorn settings for the fast path: uvloop, httptools, no access log."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )
+
+
+def serve(
+    model_path: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 9001,
+    name: str = "compas",
+    delay_ms: float = 0.0,
+    seed: int = 0,
+) -> None:
+    """Run the server in the foreground (blocking)."""
+    app = create_app(ensure_model(model_path, seed=seed), name=name, delay_ms=delay_ms)
+    uvicorn.Server(build_config(app, host=host, port=port)).run()

@@ -1,0 +1,38 @@
+"""Two separate API keys: one for predictions, one for operators. Constant-time comparison.
+
+No credential is a 401; a credential that is not the one this route needs is a 403.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import Request
+from pydantic import SecretStr
+
+from service.errors import Forbidden, Unauthorized
+
+
+def presented_key(request: Request) -> str | None:
+    """``Authorization: Bearer <key>`` or ``X-API-Key: <key>``."""
+    auth = request.headers.get("authorization")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else None
+    return request.headers.get("x-api-key")
+
+
+def check_key(request: Request, expected: SecretStr, role: str) -> None:
+    key = presented_key(request)
+    if not key:
+        raise Unauthorized(f"this route needs the {role} API key (Authorization: Bearer <key>)")
+    if not hmac.compare_digest(key.encode(), expected.get_secret_value().encode()):
+        raise Forbidden(f"the presented key is not the {role} API key")
+
+
+def require_predict(request: Request) -> None:
+    check_key(request, request.app.state.settings.predict_api_key, "prediction")
+
+
+def require_admin(request: Request) -> None:
+    check_key(request, request.app.state.settings.admin_api_key, "operator")

@@ -1,0 +1,50 @@
+"""``POST /predict``: the native prediction route."""
+
+from __future__ import annotations
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request, Response
+
+from service.api.auth import require_predict
+from service.api.schemas import PredictRequest, PredictResponse
+from service.dataplane import Dataplane, Prediction
+from service.eraser_math import softmax_from_log
+from service.instances import instances_to_tensor
+
+router = APIRouter(tags=["predict"], dependencies=[Depends(require_predict)])
+
+REVISION_HEADER = "X-Eraser-Revision"
+
+
+@router.post("/predict", response_model=PredictResponse)
+async def predict(body: PredictRequest, request: Request, response: Response) -> dict:
+    """Debiased probabilities for a batch; says which stack revision produced them."""
+    plane: Dataplane = request.app.state.dataplane
+    model = plane.model(body.model)
+    x = instances_to_tensor(body.instances, model.input, plane.settings.max_batch)
+    result = await plane.predict(model.name, x, route="predict")
+    response.headers[REVISION_HEADER] = str(result.stack.revision)
+    return render(result, body.return_raw)
+
+
+def render(result: Prediction, return_raw: bool) -> dict:
+    classes = result.model.classes
+    fair = softmax_from_log(result.fair_log_probs)
+    raw = softmax_from_log(result.raw_log_probs) if return_raw else None
+    labels = np.argmax(result.fair_log_probs, axis=1).tolist()
+    predictions = []
+    for i, (label, row) in enumerate(zip(labels, fair.tolist(), strict=True)):
+        item: dict = {
+            "label": classes[label],
+            "probabilities": dict(zip(classes, row, strict=True)),
+        }
+        if raw is not None:
+            item["raw_probabilities"] = dict(zip(classes, raw[i].tolist(), strict=True))
+        predictions.append(item)
+    return {
+        "model": result.model.name,
+        "revision": result.stack.revision,
+        "patches": result.stack.describe(),
+        "debiased": result.debiased,
+        "predictions": predictions,
+    }

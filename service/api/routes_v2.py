@@ -1,0 +1,129 @@
+"""Drop-in Open Inference Protocol v2: existing clients change only the URL.
+
+The input tensor goes through the same data plane as ``/predict``; the configured output tensor
+comes back debiased in the upstream's own output kind (logits stay logits, probabilities stay
+probabilities), with the stack revision in ``parameters`` and the ``X-Eraser-Revision`` header.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request, Response
+
+from service.api.auth import require_predict
+from service.api.routes_predict import REVISION_HEADER
+from service.api.schemas import V2InferRequest, V2InferResponse, V2Tensor
+from service.dataplane import Dataplane, Prediction
+from service.eraser_math import from_log_probs
+from service.errors import InvalidInstances
+from service.settings import ModelConfig
+
+health = APIRouter(tags=["v2 health"])
+router = APIRouter(tags=["v2"], dependencies=[Depends(require_predict)])
+
+DEFAULT_OUTPUT = "output-0"
+
+
+@health.get("/v2/health/live")
+async def live() -> dict:
+    return {"live": True}
+
+
+@health.get("/v2/health/ready")
+async def ready(request: Request, response: Response) -> dict:
+    """Ready once every model's active stack is loaded."""
+    plane: Dataplane = request.app.state.dataplane
+    is_ready = all(plane.ready(m.name) for m in plane.settings.models)
+    response.status_code = 200 if is_ready else 503
+    return {"ready": is_ready}
+
+
+@router.get("/v2/models/{model}")
+async def metadata(model: str, request: Request) -> dict:
+    plane: Dataplane = request.app.state.dataplane
+    cfg = plane.model(model)
+    stack = plane.watcher.current(cfg.name) if plane.ready(cfg.name) else None
+    return {
+        "name": cfg.name,
+        "versions": [str(stack.revision)] if stack else [],
+        "platform": "eraser-gateway",
+        "inputs": [
+            {"name": cfg.upstream.input_name, "datatype": "FP32", "shape": [-1, *cfg.input.shape]}
+        ],
+        "outputs": [
+            {"name": output_name(cfg), "datatype": "FP32", "shape": [-1, output_width(cfg)]}
+        ],
+        "parameters": {"classes": cfg.classes, "output_kind": cfg.upstream.output_kind.value},
+    }
+
+
+@router.get("/v2/models/{model}/ready")
+async def model_ready(model: str, request: Request, response: Response) -> dict:
+    plane: Dataplane = request.app.state.dataplane
+    is_ready = plane.ready(plane.model(model).name)
+    response.status_code = 200 if is_ready else 503
+    return {"name": model, "ready": is_ready}
+
+
+@router.post("/v2/models/{model}/infer", response_model=V2InferResponse)
+async def infer(model: str, body: V2InferRequest, request: Request, response: Response) -> dict:
+    plane: Dataplane = request.app.state.dataplane
+    cfg = plane.model(model)
+    x = input_tensor(body, cfg, plane.settings.max_batch)
+    result = await plane.predict(cfg.name, x, route="v2")
+    response.headers[REVISION_HEADER] = str(result.stack.revision)
+    return_raw = bool((body.parameters or {}).get("return_raw", False))
+    return render(body, result, return_raw)
+
+
+def output_name(cfg: ModelConfig) -> str:
+    return cfg.upstream.output_name or DEFAULT_OUTPUT
+
+
+def output_width(cfg: ModelConfig) -> int:
+    return 1 if cfg.upstream.output_kind.value == "sigmoid_logits" else cfg.num_classes
+
+
+def input_tensor(body: V2InferRequest, cfg: ModelConfig, max_batch: int) -> np.ndarray:
+    """The one input tensor, reshaped and checked against the model's input spec."""
+    tensors = [t for t in body.inputs if t.name == cfg.upstream.input_name] or body.inputs
+    if len(tensors) != 1:
+        raise InvalidInstances(f"expected one input tensor named '{cfg.upstream.input_name}'")
+    t = tensors[0]
+    if t.shape[1:] != cfg.input.shape or not t.shape or t.shape[0] < 1:
+        raise InvalidInstances(f"input shape {t.shape}, model expects [N, *{cfg.input.shape}]")
+    if t.shape[0] > max_batch:
+        raise InvalidInstances(f"batch of {t.shape[0]} exceeds the limit of {max_batch}")
+    try:
+        x = np.asarray(t.data, dtype=np.float32).reshape(t.shape)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInstances(f"input data does not fill shape {t.shape}: {exc}") from None
+    if not np.isfinite(x).all():
+        raise InvalidInstances("input contains NaN or infinity")
+    return x
+
+
+def render(body: V2InferRequest, result: Prediction, return_raw: bool) -> dict:
+    cfg = result.model
+    kind = cfg.upstream.output_kind
+    outputs = [_tensor(output_name(cfg), from_log_probs(result.fair_log_probs, kind))]
+    if return_raw:
+        raw = from_log_probs(result.raw_log_probs, kind)
+        outputs.append(_tensor(f"raw_{output_name(cfg)}", raw))
+    return {
+        "model_name": cfg.name,
+        "model_version": str(result.stack.revision),
+        "id": body.id,
+        "outputs": outputs,
+        "parameters": {
+            "eraser_revision": result.stack.revision,
+            "debiased": result.debiased,
+            "patches": result.stack.describe(),
+        },
+    }
+
+
+def _tensor(name: str, values: np.ndarray) -> dict:
+    return V2Tensor(
+        name=name, shape=list(values.shape), datatype="FP32", data=values.reshape(-1).tolist()
+    ).model_dump(exclude_none=True)

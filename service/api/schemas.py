@@ -1,0 +1,99 @@
+"""Request and response bodies at the HTTP edge (OpenAPI documents them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.registry.models import PatchManifest, Stack, StackEntry
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    instances: list[Any] = Field(
+        description="lists shaped like the model's input, or objects keyed by feature name"
+    )
+    return_raw: bool = Field(default=False, description="also return the upstream's probabilities")
+
+
+class PatchRef(BaseModel):
+    name: str
+    version: int
+    alpha: float
+
+
+class InstancePrediction(BaseModel):
+    label: str
+    probabilities: dict[str, float]
+    raw_probabilities: dict[str, float] | None = None
+
+
+class PredictResponse(BaseModel):
+    model: str
+    revision: int = Field(description="the stack revision that produced every prediction here")
+    patches: list[PatchRef]
+    debiased: bool
+    predictions: list[InstancePrediction]
+
+
+class V2Tensor(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any]
+    parameters: dict[str, Any] | None = None
+
+
+class V2RequestedOutput(BaseModel):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class V2InferRequest(BaseModel):
+    id: str | None = None
+    inputs: list[V2Tensor] = Field(min_length=1)
+    outputs: list[V2RequestedOutput] | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class V2InferResponse(BaseModel):
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    outputs: list[V2Tensor]
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class StackUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    entries: list[StackEntry]
+    expected_revision: int = Field(ge=0, description="the revision you read; 409 if it moved")
+    reason: str = ""
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    expected_revision: int | None = Field(default=None, ge=0)
+
+
+class StackView(BaseModel):
+    stack: Stack
+    served_revision: int | None = Field(description="the revision this replica serves now")
+    load_error: str | None = None
+
+
+class PatchVersionView(BaseModel):
+    manifest: PatchManifest
+    status: dict[str, str]
+
+
+class PatchSummary(BaseModel):
+    name: str
+    latest_version: int
+    kind: str
+    model: str

@@ -1,0 +1,43 @@
+"""The ``eraser`` command line."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+app = typer.Typer(help="Eraser Gateway: inference-time debiasing in front of a black-box model.")
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="bind address"),
+    port: int = typer.Option(8000, help="bind port"),
+) -> None:
+    """Run the gateway (settings from ERASER_* variables and ERASER_CONFIG_FILE / eraser.yaml)."""
+    import uvicorn
+
+    from service.api.app import create_app
+    from service.settings import GatewaySettings
+
+    uvicorn.run(
+        create_app(GatewaySettings()),
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="info",
+    )
+
+
+if __name__ == "__main__":
+    app()

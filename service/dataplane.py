@@ -1,0 +1,120 @@
+"""The transport-agnostic data plane: the native and the OIP v2 routes both call ``predict``.
+
+It asks the upstream and runs the patch stack *concurrently*, then combines them with the Eraser
+math. The whole request path is instrumented here, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+from service import eraser_math
+from service.errors import EraserError, ModelNotFound, PatchFailed
+from service.metrics import GatewayMetrics
+from service.runtime.hotload import StackWatcher
+from service.runtime.stack import LoadedStack
+from service.settings import GatewaySettings, ModelConfig
+from service.upstream.client import UpstreamClient
+
+T = TypeVar("T")
+
+
+def blocking_runner(executor: ThreadPoolExecutor) -> Callable[..., Any]:
+    """``await run(fn, *args)``: CPU work (ORT inference, session builds) off the event loop."""
+
+    async def run(fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+
+    return run
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Raw and fair log-probabilities for one batch, and the stack that produced them."""
+
+    model: ModelConfig
+    stack: LoadedStack
+    raw_log_probs: np.ndarray
+    fair_log_probs: np.ndarray
+    debiased: bool
+
+
+class Dataplane:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        upstreams: dict[str, UpstreamClient],
+        watcher: StackWatcher,
+        metrics: GatewayMetrics,
+        executor: ThreadPoolExecutor,
+    ) -> None:
+        self.settings = settings
+        self.upstreams = upstreams
+        self.watcher = watcher
+        self.metrics = metrics
+        self.run_blocking = blocking_runner(executor)
+
+    def model(self, name: str) -> ModelConfig:
+        model = self.settings.model(name)
+        if model is None:
+            known = [m.name for m in self.settings.models]
+            raise ModelNotFound(f"unknown model '{name}'", known_models=known)
+        return model
+
+    def ready(self, name: str) -> bool:
+        return self.watcher.ready(name)
+
+    async def predict(self, name: str, x: np.ndarray, route: str) -> Prediction:
+        model = self.model(name)
+        start = time.perf_counter()
+        outcome = "error"
+        try:
+            prediction = await self._predict(model, x)
+            outcome = "debiased" if prediction.debiased else "raw"
+            return prediction
+        except EraserError as exc:
+            outcome = exc.code
+            raise
+        finally:
+            self.metrics.stage_seconds.labels(name, "total").observe(time.perf_counter() - start)
+            self.metrics.requests.labels(name, route, outcome).inc()
+            self.metrics.batch_size.labels(name).observe(len(x))
+
+    async def _predict(self, model: ModelConfig, x: np.ndarray) -> Prediction:
+        stack = self.watcher.current(model.name)  # one reference for the whole request
+        upstream = self._timed(model.name, "upstream", self.upstreams[model.name].predict(x))
+        if not stack.debiasing:
+            raw = await upstream
+            return Prediction(model, stack, raw, raw, debiased=False)
+        patches = self._timed(model.name, "patch", self.run_blocking(stack.run, x))
+        raw_result, patch_result = await asyncio.gather(upstream, patches, return_exceptions=True)
+        if isinstance(raw_result, BaseException):
+            raise raw_result
+        if isinstance(patch_result, BaseException):
+            return self._patch_failed(model, stack, raw_result, patch_result)
+        fair = eraser_math.fair_log_probs(raw_result, patch_result, stack.alphas)
+        return Prediction(model, stack, raw_result, fair, debiased=True)
+
+    def _patch_failed(
+        self, model: ModelConfig, stack: LoadedStack, raw: np.ndarray, exc: BaseException
+    ) -> Prediction:
+        """Never a raw output labelled as fair: 503, or raw marked ``debiased=false`` if allowed."""
+        if model.on_patch_failure == "raw":
+            return Prediction(model, stack, raw, raw, debiased=False)
+        if isinstance(exc, PatchFailed):
+            raise exc
+        raise PatchFailed(f"patch stack revision {stack.revision} failed: {exc!r}")
+
+    async def _timed(self, model: str, stage: str, awaitable: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return await awaitable
+        finally:
+            self.metrics.stage_seconds.labels(model, stage).observe(time.perf_counter() - start)

@@ -1,0 +1,56 @@
+"""Request instances → the float32 tensor that both the upstream and the patches receive.
+
+Instances are lists (nested to the model's input shape) or, for tabular models with named
+features, JSON objects keyed by feature name. Anything else is a 422 naming the first problem.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from service.errors import InvalidInstances
+from service.settings import InputSpec
+
+
+def instances_to_tensor(instances: list[Any], spec: InputSpec, max_batch: int) -> np.ndarray:
+    """Convert and validate a batch; the gateway never forwards a malformed tensor upstream."""
+    if not instances:
+        raise InvalidInstances("instances must be a non-empty list")
+    if len(instances) > max_batch:
+        raise InvalidInstances(f"{len(instances)} instances exceed the limit of {max_batch}")
+    rows = [_row(i, inst, spec) for i, inst in enumerate(instances)]
+    try:
+        x = np.asarray(rows, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInstances(f"instances are not numeric arrays: {exc}") from None
+    expected = (len(instances), *spec.shape)
+    if x.shape != expected:
+        raise InvalidInstances(
+            f"instances have shape {list(x.shape[1:])}, model expects {spec.shape}"
+        )
+    if not np.isfinite(x).all():
+        bad = int(np.argwhere(~np.isfinite(x).reshape(len(x), -1).all(axis=1))[0][0])
+        raise InvalidInstances(f"instance {bad} contains NaN or infinity")
+    return x
+
+
+def _row(index: int, inst: Any, spec: InputSpec) -> Any:
+    if isinstance(inst, dict):
+        if spec.features is None:
+            raise InvalidInstances(
+                f"instance {index} is an object but the model has no feature names"
+            )
+        missing = [f for f in spec.features if f not in inst]
+        extra = sorted(set(inst) - set(spec.features))
+        if missing or extra:
+            raise InvalidInstances(
+                f"instance {index}: missing features {missing}, unknown features {extra}"
+            )
+        return [inst[f] for f in spec.features]
+    if isinstance(inst, list):
+        return inst
+    raise InvalidInstances(
+        f"instance {index} must be a list or an object, not {type(inst).__name__}"
+    )

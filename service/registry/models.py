@@ -1,0 +1,77 @@
+"""Registry records: patch manifests and active stacks (DESIGN.md "Registry")."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PatchKind = Literal["eraser", "poisoner", "fmd", "custom"]
+NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class PatchSpec(BaseModel):
+    """What an uploader says about a patch; the registry adds identity, hash and signature."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: PatchKind
+    model: str = Field(description="the model (gateway model name) this patch debiases")
+    classes: list[str] = Field(min_length=2, description="class order of log_bias, = the model's")
+    input_name: str = Field(default="x", description="the ONNX input the gateway feeds")
+    input_shape: list[int] = Field(description="per-instance input shape, e.g. [7]")
+    preprocessing: dict[str, Any] = Field(
+        default_factory=dict, description="declared, not hard-coded; empty when inside the graph"
+    )
+    allow_gpu: bool = Field(default=True, description="may run on the CUDA provider")
+    default_alpha: float = Field(default=1.0, ge=0.0)
+    training_config: dict[str, Any] = Field(default_factory=dict)
+    calibration_set_id: str | None = None
+    validation_metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+class PatchManifest(PatchSpec):
+    """An immutable, signed patch version."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    version: int = Field(ge=1)
+    sha256: str
+    size_bytes: int
+    created_at: datetime
+    signature: str = Field(default="", description="HMAC-SHA256 over the rest of the manifest")
+
+    def signed_payload(self) -> bytes:
+        """Canonical bytes the signature covers: every field but the signature, sorted keys."""
+        from service.registry.signing import canonical_json
+
+        return canonical_json(self.model_dump(mode="json", exclude={"signature"}))
+
+
+class StackEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    patch: str = Field(pattern=NAME_PATTERN)
+    version: int = Field(ge=1)
+    alpha: float = Field(default=1.0, ge=0.0, le=10.0)
+
+
+class Stack(BaseModel):
+    """A model's active stack at one revision; revision 0 is the empty initial stack."""
+
+    model: str
+    revision: int = 0
+    entries: list[StackEntry] = Field(default_factory=list)
+    updated_at: datetime | None = None
+    reason: str = ""
+
+
+class StackEvent(BaseModel):
+    """Announced on pub/sub after every successful compare-and-set."""
+
+    model: str
+    revision: int

@@ -1,0 +1,154 @@
+"""Hot-loading: follow each model's active stack revision and swap fully loaded stacks in.
+
+Changes are learnt from pub/sub (fast) and from polling the revision (pub/sub drops messages on
+reconnect). A new stack is built and warmed beside the old one; only then is one reference
+replaced. A failed load keeps the old stack, is logged, and is counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from service.errors import EraserError, PatchFailed
+from service.metrics import GatewayMetrics
+from service.registry.models import Stack
+from service.registry.store import Registry
+from service.runtime.stack import LoadedStack, SessionCache, StackLoader
+from service.settings import ModelConfig, RuntimeSettings
+
+log = logging.getLogger(__name__)
+
+RunBlocking = Callable[..., Awaitable[Any]]
+
+
+class StackWatcher:
+    """Holds the serving ``LoadedStack`` per model and keeps it at the registry's revision."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        models: list[ModelConfig],
+        runtime: RuntimeSettings,
+        metrics: GatewayMetrics,
+        run_blocking: RunBlocking,
+    ) -> None:
+        self.registry = registry
+        self.models = {m.name: m for m in models}
+        self.runtime = runtime
+        self.metrics = metrics
+        self.run_blocking = run_blocking
+        self.cache = SessionCache()
+        self.loader = StackLoader(registry, runtime, self.cache)
+        self._stacks: dict[str, LoadedStack] = {}
+        self._errors: dict[str, str] = {}
+        self._failed: dict[str, int] = {}
+        self._locks = {name: asyncio.Lock() for name in self.models}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- serving side -------------------------------------------------------------------------
+    def current(self, model: str) -> LoadedStack:
+        """The stack a request uses, taken once; 503 while the active stack is not loaded."""
+        stack = self._stacks.get(model)
+        if stack is None:
+            reason = self._errors.get(model, "not loaded yet")
+            raise PatchFailed(f"active patch stack of model '{model}' is not loaded: {reason}")
+        return stack
+
+    def ready(self, model: str) -> bool:
+        return model in self._stacks
+
+    def served_revision(self, model: str) -> int | None:
+        stack = self._stacks.get(model)
+        return stack.revision if stack else None
+
+    def load_error(self, model: str) -> str | None:
+        """Why the registry's active revision is not served, if it is not."""
+        return self._errors.get(model)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load every model's active stack, then follow changes in the background."""
+        await asyncio.gather(*(self.refresh(name) for name in self.models))
+        self._tasks = [
+            asyncio.create_task(self._follow_events(), name="stack-events"),
+            asyncio.create_task(self._poll(), name="stack-poll"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    # -- loading ------------------------------------------------------------------------------
+    async def refresh(self, model: str) -> None:
+        """Bring ``model`` to the registry's active revision if it differs from the served one.
+
+        A revision that failed to load is not retried (the failure is already logged and
+        counted) unless nothing is served yet, where every poll tries again.
+        """
+        async with self._locks[model]:
+            served = self._stacks.get(model)
+            revision = await self.registry.get_revision(model)
+            if served is not None and revision in (served.revision, self._failed.get(model)):
+                return
+            await self._swap_in(model, await self.registry.get_stack(model))
+
+    async def _swap_in(self, model: str, stack: Stack) -> None:
+        try:
+            loaded = await self.loader.load(stack, self.models[model], self.run_blocking)
+        except Exception as exc:  # typed load errors and registry/Redis failures alike
+            reason = exc.message if isinstance(exc, EraserError) else repr(exc)
+            self._errors[model] = f"revision {stack.revision}: {reason}"
+            self._failed[model] = stack.revision
+            self.metrics.hotloads.labels(model, "failure").inc()
+            log.error(
+                "hot-load of %s revision %d failed, keeping the old stack: %s",
+                model,
+                stack.revision,
+                reason,
+            )
+            return
+        self._stacks[model] = loaded  # the swap: one reference
+        self._errors.pop(model, None)
+        self.cache.retain(
+            {
+                (p.manifest.name, p.manifest.version)
+                for s in self._stacks.values()
+                for p in s.patches
+            }
+        )
+        self.metrics.hotloads.labels(model, "success").inc()
+        self.metrics.active_revision.labels(model).set(loaded.revision)
+        log.info(
+            "model %s now serves stack revision %d: %s", model, loaded.revision, loaded.describe()
+        )
+
+    async def _follow_events(self) -> None:
+        while True:
+            try:
+                async for event in self.registry.events():
+                    if event.model in self.models:
+                        await self.refresh(event.model)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the poller still covers us; reconnect after a pause
+                log.warning("stack event subscription lost (%s); resubscribing", exc)
+                await asyncio.sleep(self.runtime.poll_interval_s)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.runtime.poll_interval_s)
+            for name in self.models:
+                try:
+                    await self.refresh(name)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("revision poll for %s failed: %s", name, exc)

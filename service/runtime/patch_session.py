@@ -1,0 +1,99 @@
+"""One ONNX Runtime session per loaded patch version, with the checks that make it safe to serve.
+
+A patch must take its declared input and answer ``log_bias`` [N, K] with log-normalised rows;
+anything else is refused at load time (``PatchLoadError``) so it can never reach a request.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnxruntime as ort
+
+from service.errors import PatchFailed, PatchLoadError
+
+log = logging.getLogger(__name__)
+
+OUTPUT_NAME = "log_bias"
+_NORM_TOLERANCE = 1e-3
+
+
+def choose_providers(use_gpu: bool, allow_gpu: bool) -> list[str]:
+    """CUDA first when the machine has it and both the gateway and the patch allow it."""
+    available = ort.get_available_providers()
+    if use_gpu and allow_gpu and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class PatchSession:
+    """A loaded, validated patch. ``run`` is thread-safe (ORT sessions are) and releases the GIL."""
+
+    def __init__(
+        self,
+        blob: bytes,
+        *,
+        input_name: str,
+        input_shape: list[int],
+        num_classes: int,
+        providers: list[str],
+        intra_op_threads: int = 1,
+        label: str = "patch",
+    ) -> None:
+        self.label = label
+        self.input_name = input_name
+        self.input_shape = list(input_shape)
+        self.num_classes = num_classes
+        self._session = self._create(blob, providers, intra_op_threads)
+        self.providers = self._session.get_providers()
+        self._check_signature()
+
+    def _create(self, blob: bytes, providers: list[str], threads: int) -> ort.InferenceSession:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            return ort.InferenceSession(blob, sess_options=opts, providers=providers)
+        except Exception as exc:  # ORT raises several unrelated types for a bad graph
+            raise PatchLoadError(f"{self.label}: not a loadable ONNX model: {exc}") from None
+
+    def _check_signature(self) -> None:
+        inputs = {i.name for i in self._session.get_inputs()}
+        outputs = {o.name for o in self._session.get_outputs()}
+        if self.input_name not in inputs:
+            raise PatchLoadError(
+                f"{self.label}: no input '{self.input_name}' (has {sorted(inputs)})"
+            )
+        if OUTPUT_NAME not in outputs:
+            raise PatchLoadError(f"{self.label}: no output '{OUTPUT_NAME}' (has {sorted(outputs)})")
+
+    def warm(self) -> None:
+        """Run a small batch once: allocates buffers and proves shape and normalisation."""
+        x = np.random.default_rng(0).standard_normal((2, *self.input_shape)).astype(np.float32)
+        try:
+            out = self._infer(x)
+        except Exception as exc:
+            raise PatchLoadError(f"{self.label}: fails on a {list(x.shape)} batch: {exc}") from None
+        if out.shape != (2, self.num_classes):
+            raise PatchLoadError(
+                f"{self.label}: log_bias has shape {list(out.shape)}, "
+                f"model needs [N, {self.num_classes}]"
+            )
+        lse = np.log(np.exp(out.astype(np.float64)).sum(axis=1))
+        if not np.all(np.abs(lse) < _NORM_TOLERANCE):
+            raise PatchLoadError(f"{self.label}: log_bias rows are not log-normalised")
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """log G(x) [N, K]; a runtime failure is a typed ``PatchFailed``, never a raw answer."""
+        try:
+            out = self._infer(x)
+        except Exception as exc:
+            raise PatchFailed(f"{self.label} failed at inference: {exc}") from None
+        if out.shape != (len(x), self.num_classes) or not np.isfinite(out).all():
+            raise PatchFailed(f"{self.label} produced a non-finite or mis-shaped log_bias")
+        return out
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        return self._session.run([OUTPUT_NAME], {self.input_name: x})[0]

@@ -1,0 +1,124 @@
+"""An immutable, fully loaded patch stack, and the loader that builds one from the registry.
+
+Requests take one reference to a ``LoadedStack`` and use only it, so a hot-swap never mixes two
+revisions inside one answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.errors import PatchLoadError
+from service.registry.models import PatchManifest, Stack
+from service.registry.store import Registry
+from service.runtime.patch_session import PatchSession, choose_providers
+from service.settings import ModelConfig, RuntimeSettings
+
+
+@dataclass(frozen=True)
+class LoadedPatch:
+    manifest: PatchManifest
+    alpha: float
+    session: PatchSession
+
+
+@dataclass(frozen=True)
+class LoadedStack:
+    model: str
+    revision: int
+    patches: tuple[LoadedPatch, ...] = ()
+
+    @property
+    def debiasing(self) -> bool:
+        return bool(self.patches)
+
+    @property
+    def alphas(self) -> list[float]:
+        return [p.alpha for p in self.patches]
+
+    def describe(self) -> list[dict[str, object]]:
+        """What the response names: each patch, its version and its strength."""
+        return [
+            {"name": p.manifest.name, "version": p.manifest.version, "alpha": p.alpha}
+            for p in self.patches
+        ]
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        """Every patch's log G(x), in stack order. Blocking: call it off the event loop."""
+        return [p.session.run(x) for p in self.patches]
+
+
+class SessionCache:
+    """One ORT session per (patch, version): versions are immutable, so sessions are reusable."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[tuple[str, int], PatchSession] = {}
+
+    def get(self, key: tuple[str, int]) -> PatchSession | None:
+        return self._sessions.get(key)
+
+    def put(self, key: tuple[str, int], session: PatchSession) -> None:
+        self._sessions[key] = session
+
+    def retain(self, keep: set[tuple[str, int]]) -> None:
+        """Drop sessions no active stack uses (in-flight requests still hold their references)."""
+        for key in set(self._sessions) - keep:
+            del self._sessions[key]
+
+
+def check_compatible(manifest: PatchManifest, model: ModelConfig) -> None:
+    """A patch built for other classes or another input would silently skew every answer."""
+    label = f"{manifest.name} v{manifest.version}"
+    if manifest.model != model.name:
+        raise PatchLoadError(f"{label} was built for model '{manifest.model}', not '{model.name}'")
+    if manifest.classes != model.classes:
+        raise PatchLoadError(f"{label} classes {manifest.classes} != model's {model.classes}")
+    if manifest.input_shape != model.input.shape:
+        raise PatchLoadError(
+            f"{label} takes input {manifest.input_shape}, model sends {model.input.shape}"
+        )
+
+
+def build_session(
+    manifest: PatchManifest, blob: bytes, model: ModelConfig, runtime: RuntimeSettings
+) -> PatchSession:
+    """Create, validate and warm a session for one patch version (blocking)."""
+    check_compatible(manifest, model)
+    session = PatchSession(
+        blob,
+        input_name=manifest.input_name,
+        input_shape=manifest.input_shape,
+        num_classes=model.num_classes,
+        providers=choose_providers(runtime.use_gpu, manifest.allow_gpu),
+        intra_op_threads=runtime.intra_op_threads,
+        label=f"{manifest.name} v{manifest.version}",
+    )
+    session.warm()
+    return session
+
+
+class StackLoader:
+    """Fetches, verifies and warms every patch of a registry ``Stack``."""
+
+    def __init__(self, registry: Registry, runtime: RuntimeSettings, cache: SessionCache) -> None:
+        self.registry = registry
+        self.runtime = runtime
+        self.cache = cache
+
+    async def load(self, stack: Stack, model: ModelConfig, run_blocking) -> LoadedStack:
+        """``run_blocking(fn, *args)`` runs session creation off the event loop."""
+        patches = []
+        for entry in stack.entries:
+            manifest = await self.registry.get_manifest(entry.patch, entry.version)
+            key = (entry.patch, entry.version)
+            session = self.cache.get(key)
+            if session is None:
+                blob = await self.registry.get_blob(manifest)
+                session = await run_blocking(build_session, manifest, blob, model, self.runtime)
+                self.cache.put(key, session)
+            else:
+                check_compatible(manifest, model)
+            patches.append(LoadedPatch(manifest=manifest, alpha=entry.alpha, session=session))
+        return LoadedStack(model=model.name, revision=stack.revision, patches=tuple(patches))

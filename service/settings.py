@@ -1,0 +1,180 @@
+"""Gateway settings: environment variables (prefix ``ERASER_``) over an optional YAML file.
+
+The YAML file (``ERASER_CONFIG_FILE``, default ``eraser.yaml`` when present) carries the model
+table, which is awkward in environment variables; secrets come from the environment. Nested
+fields use ``__`` in environment names, e.g. ``ERASER_REDIS__URL``.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+DEV_PLACEHOLDER = "change-me"
+
+
+class Protocol(StrEnum):
+    """Wire protocols the upstream adapter speaks."""
+
+    OIP_V2 = "v2"
+    KSERVE_V1 = "v1"
+    GENERIC = "generic"
+
+
+class OutputKind(StrEnum):
+    """What the upstream's numbers mean; the gateway normalises all of them to log-probabilities."""
+
+    LOGITS = "logits"
+    PROBABILITIES = "probabilities"
+    LOG_PROBABILITIES = "log_probabilities"
+    SIGMOID_LOGITS = "sigmoid_logits"
+
+
+class InputSpec(BaseModel):
+    """Shape of one instance. Tabular instances may be lists in ``features`` order or objects."""
+
+    shape: list[int] = Field(description="per-instance tensor shape, e.g. [7] or [3, 28, 28]")
+    features: list[str] | None = Field(
+        default=None, description="feature names, in tensor order (tabular models)"
+    )
+
+    @model_validator(mode="after")
+    def _features_match_shape(self) -> InputSpec:
+        if any(d <= 0 for d in self.shape):
+            raise ValueError("input shape dimensions must be positive")
+        if self.features is not None and [len(self.features)] != self.shape:
+            raise ValueError(f"{len(self.features)} feature names for input shape {self.shape}")
+        return self
+
+
+class UpstreamConfig(BaseModel):
+    """How to reach one black box and read its answer."""
+
+    url: str = Field(description="full inference URL, e.g. http://host:8080/v2/models/m/infer")
+    protocol: Protocol = Protocol.OIP_V2
+    output_kind: OutputKind = OutputKind.LOGITS
+    input_name: str = Field(default="input-0", description="OIP v2 input tensor name")
+    output_name: str | None = Field(
+        default=None, description="OIP v2 output tensor to read (and to request); first if unset"
+    )
+    request_template: dict[str, Any] | None = Field(
+        default=None,
+        description='generic protocol: JSON body with the string "$instances" where rows go',
+    )
+    response_path: str | None = Field(
+        default=None, description="generic protocol: dotted path to the scores, e.g. result.scores"
+    )
+    headers: dict[str, str] = Field(default_factory=dict)
+    connect_timeout_s: float = 1.0
+    read_timeout_s: float = 5.0
+    max_connections: int = 256
+    retries: int = Field(default=2, ge=0, description="extra attempts after a retryable failure")
+    retry_backoff_s: float = Field(default=0.05, description="max of the first jittered backoff")
+    breaker_threshold: int = Field(default=5, ge=1, description="consecutive failures to open")
+    breaker_reset_s: float = Field(default=10.0, description="open time before a trial call")
+
+    @model_validator(mode="after")
+    def _generic_needs_shape(self) -> UpstreamConfig:
+        if self.protocol is Protocol.GENERIC and not (self.request_template and self.response_path):
+            raise ValueError("generic protocol needs request_template and response_path")
+        return self
+
+
+class ModelConfig(BaseModel):
+    """One debiased model: what callers name, where its black box is, what it outputs."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    upstream: UpstreamConfig
+    classes: list[str] = Field(min_length=1, description="class names in the upstream's order")
+    input: InputSpec
+    on_patch_failure: Literal["error", "raw"] = Field(
+        default="error",
+        description="if a patch cannot run: answer 503, or the raw output with debiased=false",
+    )
+
+    @property
+    def num_classes(self) -> int:
+        """K: sigmoid models with one label are the 2-class pair (not-y, y)."""
+        return len(self.classes)
+
+    @model_validator(mode="after")
+    def _sigmoid_is_binary(self) -> ModelConfig:
+        if self.upstream.output_kind is OutputKind.SIGMOID_LOGITS and len(self.classes) != 2:
+            raise ValueError("sigmoid_logits models need exactly two class names (negative first)")
+        if self.upstream.output_kind is not OutputKind.SIGMOID_LOGITS and len(self.classes) < 2:
+            raise ValueError("a model needs at least two classes")
+        return self
+
+
+class RedisSettings(BaseModel):
+    url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = Field(default="eraser", description="every registry key starts with this")
+
+
+class RuntimeSettings(BaseModel):
+    use_gpu: bool = Field(default=True, description="use CUDA when present and the patch allows")
+    intra_op_threads: int = Field(default=1, ge=0, description="ORT threads per session; 0 = ORT")
+    inference_threads: int = Field(default=4, ge=1, description="thread pool for patch inference")
+    poll_interval_s: float = Field(default=2.0, gt=0, description="revision polling period")
+
+
+class GatewaySettings(BaseSettings):
+    """Everything the gateway reads at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ERASER_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
+
+    environment: Literal["development", "production"] = "development"
+    models: list[ModelConfig] = Field(default_factory=list)
+    redis: RedisSettings = RedisSettings()
+    runtime: RuntimeSettings = RuntimeSettings()
+    signing_key: SecretStr = Field(
+        default=SecretStr(DEV_PLACEHOLDER), description="HMAC key for patch artifacts"
+    )
+    predict_api_key: SecretStr = SecretStr(DEV_PLACEHOLDER)
+    admin_api_key: SecretStr = SecretStr(DEV_PLACEHOLDER + "-admin")
+    max_batch: int = Field(default=1024, ge=1, description="instances per request")
+
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, models: list[ModelConfig]) -> list[ModelConfig]:
+        names = [m.name for m in models]
+        if len(names) != len(set(names)):
+            raise ValueError(f"duplicate model names in {names}")
+        return models
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets_in_production(self) -> GatewaySettings:
+        if self.environment == "production":
+            for name in ("signing_key", "predict_api_key", "admin_api_key"):
+                if getattr(self, name).get_secret_value().startswith(DEV_PLACEHOLDER):
+                    raise ValueError(f"{name} must be set in production")
+        if self.predict_api_key.get_secret_value() == self.admin_api_key.get_secret_value():
+            raise ValueError("predict and admin API keys must differ")
+        return self
+
+    def model(self, name: str) -> ModelConfig | None:
+        return next((m for m in self.models if m.name == name), None)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_file = os.environ.get("ERASER_CONFIG_FILE", "eraser.yaml")
+        yaml = YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file)
+        return init_settings, env_settings, dotenv_settings, yaml, file_secret_settings

@@ -1,0 +1,399 @@
+"""Wire codecs for the three upstream protocols: request encoding and response decoding, no I/O.
+
+A codec is built once per model (``make_codec``) so that everything derivable from the config —
+the requested output list, the spliced generic template, the parsed response path, the expected
+column count — is computed at start-up and the per-request work is one ``orjson`` call each way
+plus a few numpy checks. ``orjson.OPT_SERIALIZE_NUMPY`` writes float32 arrays directly (shortest
+float32 repr, no ``tolist()`` round trip through Python floats).
+
+Decoding returns the upstream's raw scores as float64 ``[N, C]`` where C is K, or 1 for
+``sigmoid_logits``; ``eraser_math.to_log_probs`` normalises them. Every way an answer can be
+unusable raises ``UpstreamBadResponse`` with a message that says what the upstream sent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+from typing import Protocol as TypingProtocol
+
+import numpy as np
+import orjson
+
+from service.errors import UpstreamBadResponse
+from service.settings import ModelConfig, OutputKind, Protocol, UpstreamConfig
+
+INSTANCES_PLACEHOLDER: Final = "$instances"
+_DUMPS: Final = orjson.OPT_SERIALIZE_NUMPY
+_BODY_SNIPPET: Final = 80
+# Tolerances for the output-kind sanity checks: loose enough for float16/float32 upstreams,
+# tight enough to catch logits declared as probabilities.
+_PROB_TOL: Final = 1e-4
+
+
+class Codec(TypingProtocol):
+    """What the client needs from a protocol: bytes out, validated scores back."""
+
+    def encode(self, x: np.ndarray) -> bytes:
+        """Request body for the batch ``x`` [N, *input_shape]."""
+        ...
+
+    def decode(self, body: bytes, n: int) -> np.ndarray:
+        """Validated float64 scores [n, columns] from a 2xx response body."""
+        ...
+
+
+# --------------------------------------------------------------------------------------------
+# Shared decoding helpers
+# --------------------------------------------------------------------------------------------
+
+
+def parse_json(body: bytes) -> Any:
+    """Parse with orjson; fall back to the stdlib only to read ``NaN``/``Infinity`` literals.
+
+    Python servers that use ``json.dumps`` write non-finite floats as bare ``NaN``, which is not
+    JSON and which orjson rejects. Re-parsing on that (rare) error path lets validation report
+    "contains NaN" instead of a confusing parse error; the happy path never pays for it.
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        error = str(exc)
+    try:
+        return json.loads(body)
+    except ValueError:
+        pass
+    raise UpstreamBadResponse(
+        f"unparseable JSON body: {error}; body starts with {body[:_BODY_SNIPPET]!r}"
+    )
+
+
+def _numeric_array(value: Any, what: str) -> np.ndarray:
+    """``value`` as a float64 array, refusing strings, booleans, nulls and ragged lists.
+
+    ``np.asarray`` without a dtype infers float64 for plain numbers at the same cost as a
+    forced cast, and lets us reject ``"0.3"`` strings that a forced cast would quietly accept.
+    """
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise UpstreamBadResponse(f"{what} is not a rectangular array: {exc}") from None
+    if arr.dtype.kind in "fiu":
+        return arr.astype(np.float64, copy=False)
+    if arr.dtype == object and any(v is None for v in arr.flat):
+        raise UpstreamBadResponse(
+            f"{what} contains null (how orjson and JavaScript encoders write NaN)"
+        )
+    sample = next(iter(arr.flat), None) if arr.size else value
+    raise UpstreamBadResponse(f"{what} is not numeric (found {sample!r:.40})")
+
+
+def _check_finite(arr: np.ndarray) -> None:
+    if not np.isfinite(arr).all():
+        what = "NaN" if np.isnan(arr).any() else "inf"
+        raise UpstreamBadResponse(f"upstream output contains {what}")
+
+
+def _check_kind_range(arr: np.ndarray, kind: OutputKind) -> None:
+    """Catch an ``output_kind`` that does not match what the upstream sends (a config error).
+
+    Logits declared as probabilities would otherwise be clamped and renormalised into
+    plausible-looking but wrong numbers.
+    """
+    if arr.size == 0:
+        return
+    if kind is OutputKind.PROBABILITIES:
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < -_PROB_TOL or hi > 1 + _PROB_TOL:
+            raise UpstreamBadResponse(
+                f"model declares probabilities but upstream values span [{lo:.4g}, {hi:.4g}]; "
+                "are these logits?"
+            )
+    elif kind is OutputKind.LOG_PROBABILITIES and float(arr.max()) > _PROB_TOL:
+        raise UpstreamBadResponse(
+            f"model declares log_probabilities but upstream values reach {float(arr.max()):.4g} "
+            "> 0; are these logits?"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreSpec:
+    """What a valid answer looks like for one model."""
+
+    num_classes: int
+    kind: OutputKind
+
+    @property
+    def columns(self) -> int:
+        """Upstream columns per row: one logit for sigmoid models, else one score per class."""
+        return 1 if self.kind is OutputKind.SIGMOID_LOGITS else self.num_classes
+
+    @classmethod
+    def of(cls, model: ModelConfig) -> ScoreSpec:
+        return cls(num_classes=model.num_classes, kind=model.upstream.output_kind)
+
+
+def validate_scores(
+    value: Any, n: int, spec: ScoreSpec, what: str = "upstream output"
+) -> np.ndarray:
+    """Scores as float64 [n, columns]; a 1-D answer is one column (a sigmoid model's logits)."""
+    arr = _numeric_array(value, what)
+    if arr.ndim == 1:
+        arr = arr.reshape(-1, 1)
+    if arr.ndim != 2:
+        raise UpstreamBadResponse(f"{what} has shape {list(arr.shape)}; expected [N, K]")
+    rows, cols = arr.shape
+    if rows != n:
+        raise UpstreamBadResponse(f"upstream answered {rows} rows for {n} instances")
+    if cols != spec.columns:
+        if spec.kind is OutputKind.SIGMOID_LOGITS:
+            raise UpstreamBadResponse(
+                f"upstream answered {cols} columns, a sigmoid_logits model expects 1"
+            )
+        raise UpstreamBadResponse(
+            f"upstream answered {cols} classes, model has {spec.num_classes}"
+        )
+    _check_finite(arr)
+    _check_kind_range(arr, spec.kind)
+    return arr
+
+
+def _error_note(doc: Any) -> str:
+    """The server's own ``error`` field, if any: KServe and Triton explain failures there."""
+    if isinstance(doc, dict) and "error" in doc:
+        return f" (error: {str(doc['error'])[:200]!r})"
+    return ""
+
+
+def _as_float32(x: np.ndarray) -> np.ndarray:
+    """C-contiguous float32, the layout orjson's numpy serialiser requires."""
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _dump(doc: Any) -> bytes:
+    return orjson.dumps(doc, option=_DUMPS)
+
+
+# --------------------------------------------------------------------------------------------
+# Open Inference Protocol v2 (KServe, Triton, MLServer)
+# --------------------------------------------------------------------------------------------
+
+
+def encode_oip_v2(x: np.ndarray, input_name: str, output_name: str | None = None) -> bytes:
+    """One FP32 input tensor, row-major flat data; names the output when one is configured.
+
+    Naming it matters: MLServer's sklearn runtime answers ``predict`` (labels) unless
+    ``predict_proba`` is requested.
+    """
+    x = _as_float32(x)
+    doc: dict[str, Any] = {
+        "inputs": [
+            {"name": input_name, "shape": list(x.shape), "datatype": "FP32", "data": x.reshape(-1)}
+        ]
+    }
+    if output_name is not None:
+        doc["outputs"] = [{"name": output_name}]
+    return _dump(doc)
+
+
+def _pick_output(doc: Any, output_name: str | None) -> dict[str, Any]:
+    if not isinstance(doc, dict):
+        raise UpstreamBadResponse("OIP v2 answer is not a JSON object")
+    outputs = doc.get("outputs")
+    if not isinstance(outputs, list) or not outputs:
+        raise UpstreamBadResponse(f"OIP v2 answer has no 'outputs' list{_error_note(doc)}")
+    if output_name is None:
+        chosen = outputs[0]
+    else:
+        named = [o for o in outputs if isinstance(o, dict) and o.get("name") == output_name]
+        if not named:
+            sent = [o.get("name") for o in outputs if isinstance(o, dict)]
+            raise UpstreamBadResponse(
+                f"no output tensor named {output_name!r} (upstream sent {sent})"
+            )
+        chosen = named[0]
+    if not isinstance(chosen, dict):
+        raise UpstreamBadResponse("OIP v2 output entry is not a JSON object")
+    return chosen
+
+
+def _tensor(output: dict[str, Any]) -> np.ndarray:
+    """The output's ``data`` reshaped by its ``shape`` (``data`` is normally flat, row-major)."""
+    name = output.get("name")
+    shape = output.get("shape")
+    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+        raise UpstreamBadResponse(f"output tensor {name!r} has no valid 'shape' ({shape!r:.60})")
+    if "data" not in output:
+        raise UpstreamBadResponse(f"output tensor {name!r} has no 'data'")
+    data = _numeric_array(output["data"], f"output tensor {name!r}")
+    if data.size != math.prod(shape):
+        raise UpstreamBadResponse(
+            f"output tensor {name!r} has shape {shape} but {data.size} values"
+        )
+    return data.reshape(shape)
+
+
+def decode_oip_v2(
+    body: bytes, n: int, spec: ScoreSpec, output_name: str | None = None
+) -> np.ndarray:
+    """Scores from the output named ``output_name`` (or the first output)."""
+    output = _pick_output(parse_json(body), output_name)
+    return validate_scores(_tensor(output), n, spec, f"output tensor {output.get('name')!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# KServe v1
+# --------------------------------------------------------------------------------------------
+
+
+def encode_kserve_v1(x: np.ndarray) -> bytes:
+    """``{"instances": [[...], ...]}`` — nested lists in the instance shape."""
+    return _dump({"instances": _as_float32(x)})
+
+
+def decode_kserve_v1(body: bytes, n: int, spec: ScoreSpec) -> np.ndarray:
+    """``{"predictions": [[...], ...]}``; a list of scalars is one column (sigmoid)."""
+    doc = parse_json(body)
+    if not isinstance(doc, dict) or "predictions" not in doc:
+        raise UpstreamBadResponse(f"KServe v1 answer has no 'predictions'{_error_note(doc)}")
+    return validate_scores(doc["predictions"], n, spec, "'predictions'")
+
+
+# --------------------------------------------------------------------------------------------
+# Generic JSON (template in, dotted path out)
+# --------------------------------------------------------------------------------------------
+
+_SENTINEL: Final = "\x00eraser-instances\x00"
+
+
+def _mark_placeholders(node: Any) -> tuple[Any, int]:
+    """Copy of ``node`` with every ``"$instances"`` *value* replaced by a sentinel string."""
+    if isinstance(node, str):
+        return (_SENTINEL, 1) if node == INSTANCES_PLACEHOLDER else (node, 0)
+    if isinstance(node, dict):
+        pairs = {k: _mark_placeholders(v) for k, v in node.items()}
+        return {k: v for k, (v, _) in pairs.items()}, sum(c for _, c in pairs.values())
+    if isinstance(node, list):
+        items = [_mark_placeholders(v) for v in node]
+        return [v for v, _ in items], sum(c for _, c in items)
+    return node, 0
+
+
+def split_template(template: dict[str, Any]) -> list[bytes]:
+    """The template serialised once and cut where the instances go.
+
+    Encoding is then ``dumps(x).join(parts)``: no per-request tree walk or template copy.
+    Only string values equal to ``"$instances"`` are replaced, never keys or substrings.
+    """
+    marked, count = _mark_placeholders(template)
+    if count == 0:
+        raise ValueError(f'generic request_template has no "{INSTANCES_PLACEHOLDER}" value')
+    return orjson.dumps(marked).split(orjson.dumps(_SENTINEL))
+
+
+def encode_generic(x: np.ndarray, template_parts: Sequence[bytes]) -> bytes:
+    """The template with the instances (nested lists) spliced in at each placeholder."""
+    return _dump(_as_float32(x)).join(template_parts)
+
+
+PathStep = str | int
+
+
+def parse_path(path: str) -> tuple[PathStep, ...]:
+    """``"outputs.0.scores"`` → ``("outputs", 0, "scores")``; integers index lists."""
+    if not path or any(part == "" for part in path.split(".")):
+        raise ValueError(f"invalid response_path {path!r}")
+    return tuple(int(p) if p.lstrip("-").isdigit() else p for p in path.split("."))
+
+
+def follow_path(doc: Any, steps: Sequence[PathStep], path: str) -> Any:
+    """The value at ``steps``; says which step is missing when the answer lacks it.
+
+    An integer step indexes a list, or is looked up as a string key in an object (JSON keys
+    are always strings, so ``"0"`` works for both).
+    """
+    node = doc
+    for i, step in enumerate(steps):
+        if isinstance(node, list) and isinstance(step, int) and -len(node) <= step < len(node):
+            node = node[step]
+        elif isinstance(node, dict) and str(step) in node:
+            node = node[str(step)]
+        else:
+            where = ".".join(str(s) for s in steps[:i]) or "the top level"
+            found = f"list of {len(node)}" if isinstance(node, list) else type(node).__name__
+            raise UpstreamBadResponse(
+                f"response path {path!r}: no {step!r} at {where} (found {found})"
+            )
+    return node
+
+
+def decode_generic(
+    body: bytes, n: int, spec: ScoreSpec, steps: Sequence[PathStep], path: str
+) -> np.ndarray:
+    """Scores at the configured dotted path."""
+    value = follow_path(parse_json(body), steps, path)
+    return validate_scores(value, n, spec, f"value at {path!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Per-model codec objects
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OipV2Codec:
+    input_name: str
+    output_name: str | None
+    spec: ScoreSpec
+
+    def encode(self, x: np.ndarray) -> bytes:
+        return encode_oip_v2(x, self.input_name, self.output_name)
+
+    def decode(self, body: bytes, n: int) -> np.ndarray:
+        return decode_oip_v2(body, n, self.spec, self.output_name)
+
+
+@dataclass(frozen=True, slots=True)
+class KServeV1Codec:
+    spec: ScoreSpec
+
+    def encode(self, x: np.ndarray) -> bytes:
+        return encode_kserve_v1(x)
+
+    def decode(self, body: bytes, n: int) -> np.ndarray:
+        return decode_kserve_v1(body, n, self.spec)
+
+
+@dataclass(frozen=True, slots=True)
+class GenericCodec:
+    template_parts: tuple[bytes, ...]
+    steps: tuple[PathStep, ...]
+    path: str
+    spec: ScoreSpec
+
+    def encode(self, x: np.ndarray) -> bytes:
+        return encode_generic(x, self.template_parts)
+
+    def decode(self, body: bytes, n: int) -> np.ndarray:
+        return decode_generic(body, n, self.spec, self.steps, self.path)
+
+
+def make_codec(model: ModelConfig) -> Codec:
+    """The codec for a model's upstream protocol; config errors raise ``ValueError`` here."""
+    cfg: UpstreamConfig = model.upstream
+    spec = ScoreSpec.of(model)
+    if cfg.protocol is Protocol.OIP_V2:
+        return OipV2Codec(cfg.input_name, cfg.output_name, spec)
+    if cfg.protocol is Protocol.KSERVE_V1:
+        return KServeV1Codec(spec)
+    if cfg.request_template is None or cfg.response_path is None:  # settings validate this too
+        raise ValueError("generic protocol needs request_template and response_path")
+    return GenericCodec(
+        tuple(split_template(cfg.request_template)),
+        parse_path(cfg.response_path),
+        cfg.response_path,
+        spec,
+    )

@@ -1,0 +1,44 @@
+"""Real HTTP servers on loopback for tests: any ASGI app under uvicorn in a background thread."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+
+
+def bound_socket() -> socket.socket:
+    """A socket bound to a free loopback port (handing the socket over avoids port races)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@contextmanager
+def running_server(app: Any, timeout_s: float = 15.0) -> Iterator[str]:
+    """Serve ``app`` on 127.0.0.1 until the block exits; yields its base URL."""
+    sock = bound_socket()
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app, loop="asyncio", http="h11", log_level="warning", access_log=False, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("test server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout_s)
+        sock.close()

@@ -1,0 +1,134 @@
+"""Gateway fixtures: the stand-in black box on a real loopback port → settings → app → client.
+
+The chain follows the app's own: settings (own Redis prefix) → app with lifespan running →
+``httpx.AsyncClient`` over ASGI. The upstream is always a real HTTP server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi import FastAPI
+
+from blackbox.data import FEATURE_NAMES
+from blackbox.model import CLASSES, MlpWeights
+from blackbox.server import create_app as create_blackbox
+from blackbox.server import ensure_model
+from patch_training.export.mlp_onnx import mlp_to_onnx
+from service.api.app import create_app
+from service.metrics import GatewayMetrics
+from service.settings import GatewaySettings
+from tests.conftest import REDIS_URL, SIGNING_KEY
+from tests.servers import running_server
+
+PREDICT_KEY = "predict-key-for-tests"
+ADMIN_KEY = "admin-key-for-tests"
+PREDICT = {"Authorization": f"Bearer {PREDICT_KEY}"}
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+MODEL = "compas"
+
+
+@pytest.fixture(scope="session")
+def blackbox_model(tmp_path_factory: pytest.TempPathFactory) -> MlpWeights:
+    return ensure_model(Path(tmp_path_factory.mktemp("blackbox")) / "compas_mlp.npz")
+
+
+@pytest.fixture(scope="session")
+def blackbox_url(blackbox_model: MlpWeights) -> Iterator[str]:
+    with running_server(create_blackbox(blackbox_model, name=MODEL)) as url:
+        yield url
+
+
+def model_config(upstream_url: str, **upstream: object) -> dict:
+    return {
+        "name": MODEL,
+        "classes": list(CLASSES),
+        "input": {"shape": [len(FEATURE_NAMES)], "features": list(FEATURE_NAMES)},
+        "upstream": {
+            "url": f"{upstream_url}/v2/models/{MODEL}/infer",
+            "input_name": "x",
+            "output_name": "logits",
+            "output_kind": "logits",
+            "breaker_reset_s": 0.5,
+            **upstream,
+        },
+    }
+
+
+def make_settings(key_prefix: str, upstream_url: str, **upstream: object) -> GatewaySettings:
+    return GatewaySettings(
+        models=[model_config(upstream_url, **upstream)],
+        redis={"url": REDIS_URL, "key_prefix": key_prefix},
+        runtime={"use_gpu": False, "poll_interval_s": 0.2},
+        signing_key=SIGNING_KEY.decode(),
+        predict_api_key=PREDICT_KEY,
+        admin_api_key=ADMIN_KEY,
+    )
+
+
+@pytest.fixture
+def settings(key_prefix: str, blackbox_url: str, redis_client: object) -> GatewaySettings:
+    # redis_client is requested so the prefix is cleaned after the test.
+    return make_settings(key_prefix, blackbox_url)
+
+
+@pytest.fixture
+def metrics() -> GatewayMetrics:
+    return GatewayMetrics()
+
+
+@pytest.fixture
+async def app(settings: GatewaySettings, metrics: GatewayMetrics) -> AsyncIterator[FastAPI]:
+    app = create_app(settings, metrics)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as c:
+        yield c
+
+
+def random_patch(seed: int, n_features: int = len(FEATURE_NAMES), k: int = 2) -> bytes:
+    """A small random MLP patch: distinct seeds give distinct, checkable log_bias outputs."""
+    rng = np.random.default_rng(seed)
+    weights = [rng.standard_normal((n_features, 8)), rng.standard_normal((8, k))]
+    biases = [rng.standard_normal(8), rng.standard_normal(k)]
+    return mlp_to_onnx(weights, biases, mean=None, std=None)
+
+
+def patch_manifest(**overrides: object) -> dict:
+    return {
+        "kind": "custom",
+        "model": MODEL,
+        "classes": list(CLASSES),
+        "input_shape": [len(FEATURE_NAMES)],
+        **overrides,
+    }
+
+
+async def register_patch(client: httpx.AsyncClient, name: str, blob: bytes, **manifest: object):
+    import orjson
+
+    return await client.post(
+        f"/patches/{name}/versions",
+        headers=ADMIN,
+        data={"manifest": orjson.dumps(patch_manifest(**manifest)).decode()},
+        files={"artifact": ("patch.onnx", blob, "application/octet-stream")},
+    )
+
+
+async def activate(
+    client: httpx.AsyncClient, entries: list[dict], expected_revision: int
+) -> httpx.Response:
+    return await client.put(
+        f"/models/{MODEL}/stack",
+        headers=ADMIN,
+        json={"entries": entries, "expected_revision": expected_revision},
+    )

@@ -1,0 +1,46 @@
+"""Prediction and operator credentials are separate and enforced on every route."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from tests.service.api.conftest import ADMIN, PREDICT
+
+OPEN = {"/v2/health/live", "/v2/health/ready", "/metrics"}
+OPERATOR_PREFIXES = ("/patches", "/models/")
+
+
+def guarded_routes(app: FastAPI) -> list[tuple[str, str]]:
+    routes = []
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.path not in OPEN and route.include_in_schema:
+            path = route.path.format(model="compas", name="p", version=1)
+            routes += [(method, path) for method in route.methods]
+    return routes
+
+
+async def test_every_route_needs_its_own_credential(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    routes = guarded_routes(app)
+    assert len(routes) >= 12  # predict, v2 (3), operators (8+)
+    for method, path in routes:
+        operator = path.startswith(OPERATOR_PREFIXES)
+        right, wrong = (ADMIN, PREDICT) if operator else (PREDICT, ADMIN)
+        missing = await client.request(method, path)
+        assert missing.status_code == 401, (method, path, missing.text)
+        assert missing.json()["error"]["code"] == "unauthorized"
+        forbidden = await client.request(method, path, headers=wrong)
+        assert forbidden.status_code == 403, (method, path, forbidden.text)
+        garbage = await client.request(method, path, headers={"X-API-Key": "guess"})
+        assert garbage.status_code == 403
+        allowed = await client.request(method, path, headers=right)
+        assert allowed.status_code not in (401, 403), (method, path, allowed.text)
+
+
+@pytest.mark.parametrize("path", [*sorted(OPEN - {"/metrics"}), "/metrics"])
+async def test_probes_and_metrics_are_open(client: httpx.AsyncClient, path: str) -> None:
+    assert (await client.get(path)).status_code == 200

@@ -1,0 +1,68 @@
+"""The drop-in Open Inference Protocol v2 route round-trips like the upstream, debiased."""
+
+from __future__ import annotations
+
+import httpx
+import numpy as np
+
+from service import eraser_math as em
+from tests.service.api.conftest import MODEL, PREDICT, activate, random_patch, register_patch
+
+ROWS = np.array([[25, 3, 0, 0, 1, 1, 1], [45, 0, 0, 0, 0, 0, 0]], dtype=np.float32)
+
+
+def v2_request(rows: np.ndarray, **parameters: object) -> dict:
+    return {
+        "id": "req-1",
+        "inputs": [
+            {
+                "name": "x",
+                "shape": list(rows.shape),
+                "datatype": "FP32",
+                "data": rows.reshape(-1).tolist(),
+            }
+        ],
+        "parameters": parameters,
+    }
+
+
+async def test_v2_infer_answers_fair_logits_in_v2_shape(client: httpx.AsyncClient) -> None:
+    await register_patch(client, "race", random_patch(3))
+    await activate(client, [{"patch": "race", "version": 1, "alpha": 1.0}], 0)
+    url = f"/v2/models/{MODEL}/infer"
+    r = await client.post(url, headers=PREDICT, json=v2_request(ROWS, return_raw=True))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_name"] == MODEL and body["id"] == "req-1" and body["model_version"] == "1"
+    assert body["parameters"]["debiased"] is True and r.headers["X-Eraser-Revision"] == "1"
+    fair, raw = body["outputs"]
+    assert (fair["name"], fair["shape"], fair["datatype"]) == ("logits", [2, 2], "FP32")
+    assert raw["name"] == "raw_logits"
+    native = await client.post(
+        "/predict", headers=PREDICT, json={"model": MODEL, "instances": ROWS.tolist()}
+    )
+    fair_probs = em.softmax_from_log(em.log_softmax(np.array(fair["data"]).reshape(2, 2)))
+    expected = [
+        [p["probabilities"][c] for c in ("no_recid", "recid")] for p in native.json()["predictions"]
+    ]
+    np.testing.assert_allclose(fair_probs, expected, atol=1e-5)
+
+
+async def test_v2_metadata_and_readiness(client: httpx.AsyncClient) -> None:
+    meta = (await client.get(f"/v2/models/{MODEL}", headers=PREDICT)).json()
+    assert meta["inputs"][0] == {"name": "x", "datatype": "FP32", "shape": [-1, 7]}
+    assert meta["outputs"][0]["shape"] == [-1, 2]
+    assert (await client.get(f"/v2/models/{MODEL}/ready", headers=PREDICT)).json()["ready"]
+    assert (await client.get("/v2/health/ready")).json() == {"ready": True}
+    assert (await client.get("/v2/models/nope", headers=PREDICT)).status_code == 404
+
+
+async def test_v2_bad_tensor_is_a_422_with_reason(client: httpx.AsyncClient) -> None:
+    bad = v2_request(ROWS)
+    bad["inputs"][0]["shape"] = [2, 6]
+    r = await client.post(f"/v2/models/{MODEL}/infer", headers=PREDICT, json=bad)
+    assert r.status_code == 422 and "model expects" in r.json()["error"]["message"]
+    bad = v2_request(ROWS)
+    bad["inputs"][0]["data"] = bad["inputs"][0]["data"][:-1]
+    r = await client.post(f"/v2/models/{MODEL}/infer", headers=PREDICT, json=bad)
+    assert r.status_code == 422 and "does not fill shape" in r.json()["error"]["message"]
