@@ -90,6 +90,6 @@ def _upstream(model: ModelConfig, metrics: GatewayMetrics) -> UpstreamClient:
 
     client = UpstreamClient(model, on_event=on_event)
     metrics.breaker_open.labels(model.name).set_function(
-        lambda: float(client.breaker_state == "opened")
+        lambda: float(client.breaker_state == "open")
     )
     return client

@@ -153,9 +153,7 @@ def validate_scores(
             raise UpstreamBadResponse(
                 f"upstream answered {cols} columns, a sigmoid_logits model expects 1"
             )
-        raise UpstreamBadResponse(
-            f"upstream answered {cols} classes, model has {spec.num_classes}"
-        )
+        raise UpstreamBadResponse(f"upstream answered {cols} classes, model has {spec.num_classes}")
     _check_finite(arr)
     _check_kind_range(arr, spec.kind)
     return arr

@@ -1,0 +1,25 @@
+# syntax=docker/dockerfile:1
+# Gateway image: no PyTorch. The `standin` target adds scikit-learn to train the stand-in model.
+FROM python:3.11.11-slim-bookworm AS base
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+RUN useradd --create-home --uid 10001 eraser
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY service ./service
+COPY patch_training ./patch_training
+COPY blackbox ./blackbox
+
+FROM base AS gateway
+RUN pip install .
+USER eraser
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=2s --retries=3 \
+  CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/v2/health/live')"
+CMD ["eraser", "serve", "--host", "0.0.0.0", "--port", "8000"]
+
+FROM base AS standin
+RUN pip install . scikit-learn
+USER eraser
+EXPOSE 9001
+CMD ["python", "-m", "blackbox", "serve", "--host", "0.0.0.0", "--port", "9001", \
+     "--model-path", "/home/eraser/compas_mlp.npz"]
