@@ -8,6 +8,7 @@ import onnxruntime as ort
 
 from blackbox.model import CLASSES, MlpWeights
 from service import eraser_math as em
+from service.metrics import GatewayMetrics
 from tests.service.api.conftest import MODEL, PREDICT, activate, random_patch, register_patch
 
 ROWS = [[25, 3, 0, 0, 1, 1, 1], [45, 0, 0, 0, 0, 0, 0], [31, 10, 1, 0, 0, 1, 1]]
@@ -79,3 +80,25 @@ async def test_bad_requests_are_4xx_with_a_reason(client: httpx.AsyncClient) -> 
         "/predict", headers={**PREDICT, "content-type": "application/json"}, content=b"{not json"
     )
     assert r.status_code == 422
+
+
+async def test_latency_is_recorded_by_stage_and_outcome(
+    client: httpx.AsyncClient, metrics: GatewayMetrics
+) -> None:
+    await register_patch(client, "race", random_patch(seed=2))
+    await activate(client, [{"patch": "race", "version": 1}], 0)
+    for _ in range(3):
+        await client.post("/predict", headers=PREDICT, json={"model": MODEL, "instances": ROWS})
+    for stage in ("upstream", "patch", "total"):
+        labels = {"model": MODEL, "stage": stage}
+        assert metrics.registry.get_sample_value("eraser_stage_duration_seconds_count", labels) == 3
+    outcome = {"model": MODEL, "route": "predict", "outcome": "debiased"}
+    assert metrics.registry.get_sample_value("eraser_requests_total", outcome) == 3
+    exposition = (await client.get("/metrics")).text
+    assert 'eraser_active_revision{model="compas"} 1.0' in exposition
+
+
+async def test_openapi_docs_are_served(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/docs")).status_code == 200
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    assert "/predict" in paths and "/v2/models/{model}/infer" in paths
