@@ -15,15 +15,9 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-FEATURES: tuple[str, ...] = (
-    "age",
-    "priors_count",
-    "juv_fel_count",
-    "juv_misd_count",
-    "juv_other_count",
-    "c_charge_degree",
-    "sex",
-)
+from blackbox.data import FEATURE_NAMES
+
+FEATURES = FEATURE_NAMES
 OUTPUT_COLUMNS: tuple[str, ...] = (*FEATURES, "race", "two_year_recid")
 RACES: frozenset[str] = frozenset({"African-American", "Caucasian"})
 DEFAULT_OUT = Path(__file__).parent / "data" / "compas.csv.gz"

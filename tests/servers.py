@@ -21,14 +21,15 @@ def bound_socket() -> socket.socket:
 
 
 @contextmanager
-def running_server(app: Any, timeout_s: float = 15.0) -> Iterator[str]:
-    """Serve ``app`` on 127.0.0.1 until the block exits; yields its base URL."""
+def running_server(app: Any, timeout_s: float = 15.0, **config: Any) -> Iterator[str]:
+    """Serve ``app`` on 127.0.0.1 until the block exits; yields its base URL.
+
+    ``config`` overrides uvicorn settings (e.g. ``loop="uvloop", http="httptools"``).
+    """
     sock = bound_socket()
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, loop="asyncio", http="h11", log_level="warning", access_log=False, lifespan="on"
-    )
-    server = uvicorn.Server(config)
+    options = {"loop": "asyncio", "http": "h11", "log_level": "warning", "access_log": False}
+    server = uvicorn.Server(uvicorn.Config(app, **(options | config)))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout_s

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,13 +9,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
 from blackbox.data import compas_split, load_compas
 from blackbox.model import MlpWeights
-from blackbox.server import build_config, create_app, ensure_model
-
-ROOT = Path(__file__).resolve().parents[2]
+from blackbox.server import create_app, ensure_model
+from deploy.local.processes import free_port, launched
+from tests.servers import running_server
 
 
 @pytest.fixture(scope="module")
@@ -35,38 +29,11 @@ def model(model_path: Path) -> MlpWeights:
     return MlpWeights.load(model_path)
 
 
-def _bound_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-def _wait_ready(url: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.05)
-    raise TimeoutError(f"server at {url} not ready")
-
-
 @pytest.fixture(scope="module")
 def server_url(model: MlpWeights) -> Iterator[str]:
-    sock = _bound_socket()
-    port = sock.getsockname()[1]
     app = create_app(model, name="compas")
-    server = uvicorn.Server(build_config(app, port=port))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    _wait_ready(url)
-    yield url
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with running_server(app, loop="uvloop", http="httptools") as url:
+        yield url
 
 
 @pytest.fixture
@@ -172,11 +139,9 @@ def test_invalid_json_and_unknown_model(client: httpx.Client) -> None:
 
 
 def test_cli_serve_subprocess_with_delay(model_path: Path, model: MlpWeights) -> None:
-    sock = _bound_socket()
-    port = sock.getsockname()[1]
-    sock.close()
-    cmd = [
-        sys.executable,
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = [
         "-m",
         "blackbox",
         "serve",
@@ -189,17 +154,10 @@ def test_cli_serve_subprocess_with_delay(model_path: Path, model: MlpWeights) ->
         "--name",
         "m2",
     ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_ready(url)
+    with launched(args, f"{url}/v2/health/ready", "test-blackbox-cli"):
         x = load_compas().X[:3]
         start = time.perf_counter()
         res = httpx.post(f"{url}/v2/models/m2/infer", json=_infer_body(x), timeout=5.0)
         assert time.perf_counter() - start >= 0.05
         got = np.asarray(res.json()["outputs"][0]["data"]).reshape(3, 2)
         np.testing.assert_allclose(got, model.logits(x), atol=1e-6)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)

@@ -18,6 +18,7 @@ from blackbox.data import FEATURE_NAMES
 from blackbox.model import CLASSES, MlpWeights
 from blackbox.server import create_app as create_blackbox
 from blackbox.server import ensure_model
+from deploy.local.processes import standin_model_config
 from patch_training.export.mlp_onnx import mlp_to_onnx
 from service.api.app import create_app
 from service.metrics import GatewayMetrics
@@ -44,19 +45,10 @@ def blackbox_url(blackbox_model: MlpWeights) -> Iterator[str]:
 
 
 def model_config(upstream_url: str, **upstream: object) -> dict:
-    return {
-        "name": MODEL,
-        "classes": list(CLASSES),
-        "input": {"shape": [len(FEATURE_NAMES)], "features": list(FEATURE_NAMES)},
-        "upstream": {
-            "url": f"{upstream_url}/v2/models/{MODEL}/infer",
-            "input_name": "x",
-            "output_name": "logits",
-            "output_kind": "logits",
-            "breaker_reset_s": 0.5,
-            **upstream,
-        },
-    }
+    """The stand-in's gateway entry (as the demo uses), with upstream settings overridden."""
+    config = standin_model_config(upstream_url, name=MODEL)
+    config["upstream"] |= {"breaker_reset_s": 0.5, **upstream}
+    return config
 
 
 def make_settings(key_prefix: str, upstream_url: str, **upstream: object) -> GatewaySettings:
