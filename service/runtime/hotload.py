@@ -71,12 +71,23 @@ class StackWatcher:
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
-        """Load every model's active stack, then follow changes in the background."""
-        await asyncio.gather(*(self.refresh(name) for name in self.models))
+        """Load every model's active stack, then follow changes in the background.
+
+        A registry that cannot be reached does not stop the gateway from starting: it starts
+        not ready (503s that say why) and the poller keeps trying.
+        """
+        await asyncio.gather(*(self._first_load(name) for name in self.models))
         self._tasks = [
             asyncio.create_task(self._follow_events(), name="stack-events"),
             asyncio.create_task(self._poll(), name="stack-poll"),
         ]
+
+    async def _first_load(self, model: str) -> None:
+        try:
+            await self.refresh(model)
+        except Exception as exc:
+            self._errors[model] = f"registry unreachable: {exc}"
+            log.error("cannot read the active stack of %s at start-up: %s", model, exc)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -151,4 +162,6 @@ class StackWatcher:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
+                    if not self.ready(name):
+                        self._errors[name] = f"registry unreachable: {exc}"
                     log.warning("revision poll for %s failed: %s", name, exc)

@@ -15,11 +15,13 @@ from service import eraser_math as em
 from service.api.app import create_app
 from service.metrics import GatewayMetrics
 from service.settings import GatewaySettings
+from tests.fixtures_upstream import refused_port
 from tests.service.api.conftest import (
     ADMIN,
     MODEL,
     PREDICT,
     activate,
+    make_settings,
     random_patch,
     register_patch,
 )
@@ -126,3 +128,22 @@ async def served_revision(app: FastAPI, expected: int, timeout_s: float = 5.0) -
             return True
         await asyncio.sleep(0.05)
     return False
+
+
+async def test_a_gateway_without_its_registry_starts_not_ready_and_says_why(
+    key_prefix: str, blackbox_url: str
+) -> None:
+    settings = make_settings(key_prefix, blackbox_url)
+    settings.redis.url = f"redis://127.0.0.1:{refused_port()}/0"
+    app = create_app(settings, GatewayMetrics())
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://gw") as client,
+    ):
+        assert (await client.get("/v2/health/ready")).status_code == 503
+        r = await client.post(
+            "/predict", headers=PREDICT, json={"model": MODEL, "instances": ROWS.tolist()}
+        )
+        assert r.status_code == 503
+        assert "registry unreachable" in r.json()["error"]["message"]
