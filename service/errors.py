@@ -43,6 +43,11 @@ class InvalidInstances(BadRequest):
     code = "invalid_instances"
 
 
+class PayloadTooLarge(BadRequest):
+    status_code = 413
+    code = "payload_too_large"
+
+
 class Unauthorized(EraserError):
     status_code = 401
     code = "unauthorized"

@@ -144,6 +144,7 @@ class GatewaySettings(BaseSettings):
     predict_api_key: SecretStr = SecretStr(DEV_PLACEHOLDER)
     admin_api_key: SecretStr = SecretStr(DEV_PLACEHOLDER + "-admin")
     max_batch: int = Field(default=1024, ge=1, description="instances per request")
+    max_artifact_mb: float = Field(default=256, gt=0, description="largest patch upload")
 
     @field_validator("models")
     @classmethod

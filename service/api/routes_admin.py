@@ -17,7 +17,7 @@ from service.api.schemas import (
     StackView,
 )
 from service.dataplane import Dataplane
-from service.errors import BadRequest, InvalidInstances
+from service.errors import BadRequest, InvalidInstances, PayloadTooLarge
 from service.registry.models import PatchManifest, PatchSpec, Stack, StackEntry, utcnow
 from service.registry.signing import sha256_hex
 from service.registry.store import Registry
@@ -43,6 +43,9 @@ async def register_version(
 ) -> PatchManifest:
     """Validate a ready ONNX patch against its model (loads and runs it), then register it."""
     spec = _parse_spec(manifest)
+    limit_mb = _plane(request).settings.max_artifact_mb
+    if artifact.size is not None and artifact.size > limit_mb * 2**20:
+        raise PayloadTooLarge(f"artifact is {artifact.size} bytes; the limit is {limit_mb} MB")
     blob = await artifact.read()
     await _validate_artifact(request, name, spec, blob)
     return await _registry(request).register_version(name, spec, blob)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+from fastapi import FastAPI
 
 from patch_training.export.mlp_onnx import mlp_to_onnx
 from tests.service.api.conftest import (
@@ -75,3 +76,10 @@ async def test_activating_an_unknown_version_is_a_404(client: httpx.AsyncClient)
 
 def random_weights(n_in: int, n_out: int) -> list[list[float]]:
     return [[0.1 * (i - j) for j in range(n_out)] for i in range(n_in)]
+
+
+async def test_an_oversized_artifact_is_a_413(app: FastAPI, client: httpx.AsyncClient) -> None:
+    app.state.settings.max_artifact_mb = 0.001
+    r = await register_patch(client, "big", random_patch(1) + b"\0" * 2048)
+    assert r.status_code == 413 and "limit is 0.001 MB" in r.json()["error"]["message"]
+    assert (await client.get("/patches", headers=ADMIN)).json() == []
