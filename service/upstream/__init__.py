@@ -1,13 +1,12 @@
 """Upstream adapters: wire codecs for OIP v2 / KServe v1 / generic JSON, and the pooled,
 retried, circuit-broken ``UpstreamClient`` that the gateway and the trainer share."""
 
+from service.upstream.breaker import BreakerState, CircuitBreaker, counts_as_breaker_failure
 from service.upstream.client import (
     RETRY_STATUSES,
-    BreakerState,
     EventHook,
     ProgressHook,
     UpstreamClient,
-    counts_as_breaker_failure,
     is_retryable,
 )
 from service.upstream.codecs import (
@@ -34,6 +33,7 @@ __all__ = [
     "INSTANCES_PLACEHOLDER",
     "RETRY_STATUSES",
     "BreakerState",
+    "CircuitBreaker",
     "Codec",
     "EventHook",
     "GenericCodec",
