@@ -60,6 +60,7 @@ class Dataplane:
         self.watcher = watcher
         self.metrics = metrics
         self.run_blocking = blocking_runner(executor)
+        self.inline_max_ms = settings.runtime.inline_patch_max_ms
 
     def model(self, name: str) -> ModelConfig:
         model = self.settings.model(name)
@@ -89,18 +90,38 @@ class Dataplane:
 
     async def _predict(self, model: ModelConfig, x: np.ndarray) -> Prediction:
         stack = self.watcher.current(model.name)  # one reference for the whole request
-        upstream = self._timed(model.name, "upstream", self.upstreams[model.name].predict(x))
+        upstream = asyncio.ensure_future(
+            self._timed(model.name, "upstream", self.upstreams[model.name].predict(x))
+        )
         if not stack.debiasing:
             raw = await upstream
             return Prediction(model, stack, raw, raw, debiased=False)
-        patches = self._timed(model.name, "patch", self.run_blocking(stack.run, x))
-        raw_result, patch_result = await asyncio.gather(upstream, patches, return_exceptions=True)
-        if isinstance(raw_result, BaseException):
-            raise raw_result
-        if isinstance(patch_result, BaseException):
-            return self._patch_failed(model, stack, raw_result, patch_result)
-        fair = eraser_math.fair_log_probs(raw_result, patch_result, stack.alphas)
-        return Prediction(model, stack, raw_result, fair, debiased=True)
+        try:
+            log_biases = await self._run_patches(model.name, stack, x)
+        except asyncio.CancelledError:
+            upstream.cancel()
+            raise
+        except Exception as exc:  # the upstream's own error, if any, takes precedence
+            raw = await upstream
+            return self._patch_failed(model, stack, raw, exc)
+        raw = await upstream
+        fair = eraser_math.fair_log_probs(raw, log_biases, stack.alphas)
+        return Prediction(model, stack, raw, fair, debiased=True)
+
+    async def _run_patches(self, name: str, stack: LoadedStack, x: np.ndarray) -> list[np.ndarray]:
+        """Patch inference while the upstream call is in flight.
+
+        A cheap stack runs right here on the event loop once the upstream request has gone out
+        (a thread hop would cost more than the inference); a heavier one runs in the pool.
+        """
+        start = time.perf_counter()
+        try:
+            if stack.estimated_seconds(len(x)) * 1e3 <= self.inline_max_ms:
+                await asyncio.sleep(0)  # let the upstream task send its request first
+                return stack.run(x)
+            return await self.run_blocking(stack.run, x)
+        finally:
+            self.metrics.stage_seconds.labels(name, "patch").observe(time.perf_counter() - start)
 
     def _patch_failed(
         self, model: ModelConfig, stack: LoadedStack, raw: np.ndarray, exc: BaseException

@@ -124,6 +124,12 @@ class RuntimeSettings(BaseModel):
     use_gpu: bool = Field(default=True, description="use CUDA when present and the patch allows")
     intra_op_threads: int = Field(default=1, ge=0, description="ORT threads per session; 0 = ORT")
     inference_threads: int = Field(default=4, ge=1, description="thread pool for patch inference")
+    inline_patch_max_ms: float = Field(
+        default=0.2,
+        ge=0,
+        description="stacks estimated faster than this run on the event loop while the upstream "
+        "call is in flight (a thread hop costs ~0.1 ms); slower ones run in the thread pool",
+    )
     poll_interval_s: float = Field(default=2.0, gt=0, description="revision polling period")
 
 
@@ -165,7 +171,10 @@ class GatewaySettings(BaseSettings):
         return self
 
     def model(self, name: str) -> ModelConfig | None:
-        return next((m for m in self.models if m.name == name), None)
+        for model in self.models:  # a handful of models: a scan beats keeping an index in sync
+            if model.name == name:
+                return model
+        return None
 
     @classmethod
     def settings_customise_sources(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import orjson
 from fastapi import APIRouter, Depends, Request, Response
 
 from service.api.auth import require_predict
+from service.api.bodies import documented_body, parse_body
 from service.api.schemas import PredictRequest, PredictResponse
 from service.dataplane import Dataplane, Prediction
 from service.eraser_math import softmax_from_log
@@ -16,15 +18,27 @@ router = APIRouter(tags=["predict"], dependencies=[Depends(require_predict)])
 REVISION_HEADER = "X-Eraser-Revision"
 
 
-@router.post("/predict", response_model=PredictResponse)
-async def predict(body: PredictRequest, request: Request, response: Response) -> dict:
+@router.post(
+    "/predict", response_model=PredictResponse, openapi_extra=documented_body(PredictRequest)
+)
+async def predict(request: Request) -> Response:
     """Debiased probabilities for a batch; says which stack revision produced them."""
+    body = await parse_body(request, PredictRequest)
     plane: Dataplane = request.app.state.dataplane
     model = plane.model(body.model)
     x = instances_to_tensor(body.instances, model.input, plane.settings.max_batch)
     result = await plane.predict(model.name, x, route="predict")
-    response.headers[REVISION_HEADER] = str(result.stack.revision)
-    return render(result, body.return_raw)
+    return json_response(render(result, body.return_raw), result.stack.revision)
+
+
+def json_response(content: dict, revision: int) -> Response:
+    """Serialised once, by orjson: returning a Response skips FastAPI's second validation of
+    the body (``response_model`` still documents it), a measurable share of the latency budget."""
+    return Response(
+        orjson.dumps(content),
+        media_type="application/json",
+        headers={REVISION_HEADER: str(revision)},
+    )
 
 
 def render(result: Prediction, return_raw: bool) -> dict:

@@ -11,8 +11,9 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 
 from service.api.auth import require_predict
-from service.api.routes_predict import REVISION_HEADER
-from service.api.schemas import V2InferRequest, V2InferResponse, V2Tensor
+from service.api.bodies import documented_body, parse_body
+from service.api.routes_predict import json_response
+from service.api.schemas import V2InferRequest, V2InferResponse
 from service.dataplane import Dataplane, Prediction
 from service.eraser_math import from_log_probs
 from service.errors import InvalidInstances
@@ -65,15 +66,19 @@ async def model_ready(model: str, request: Request, response: Response) -> dict:
     return {"name": model, "ready": is_ready}
 
 
-@router.post("/v2/models/{model}/infer", response_model=V2InferResponse)
-async def infer(model: str, body: V2InferRequest, request: Request, response: Response) -> dict:
+@router.post(
+    "/v2/models/{model}/infer",
+    response_model=V2InferResponse,
+    openapi_extra=documented_body(V2InferRequest),
+)
+async def infer(model: str, request: Request) -> Response:
+    body = await parse_body(request, V2InferRequest)
     plane: Dataplane = request.app.state.dataplane
     cfg = plane.model(model)
     x = input_tensor(body, cfg, plane.settings.max_batch)
     result = await plane.predict(cfg.name, x, route="v2")
-    response.headers[REVISION_HEADER] = str(result.stack.revision)
     return_raw = bool((body.parameters or {}).get("return_raw", False))
-    return render(body, result, return_raw)
+    return json_response(render(body, result, return_raw), result.stack.revision)
 
 
 def output_name(cfg: ModelConfig) -> str:
@@ -124,6 +129,9 @@ def render(body: V2InferRequest, result: Prediction, return_raw: bool) -> dict:
 
 
 def _tensor(name: str, values: np.ndarray) -> dict:
-    return V2Tensor(
-        name=name, shape=list(values.shape), datatype="FP32", data=values.reshape(-1).tolist()
-    ).model_dump(exclude_none=True)
+    return {
+        "name": name,
+        "shape": list(values.shape),
+        "datatype": "FP32",
+        "data": values.reshape(-1).tolist(),
+    }

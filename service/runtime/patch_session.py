@@ -7,6 +7,7 @@ anything else is refused at load time (``PatchLoadError``) so it can never reach
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 import onnxruntime as ort
@@ -46,6 +47,7 @@ class PatchSession:
         self.input_shape = list(input_shape)
         self.num_classes = num_classes
         self._session = self._create(blob, providers, intra_op_threads)
+        self._cost_1 = self._cost_64 = float("inf")  # until warm() has timed it
         self.providers = self._session.get_providers()
         self._check_signature()
 
@@ -70,7 +72,7 @@ class PatchSession:
             raise PatchLoadError(f"{self.label}: no output '{OUTPUT_NAME}' (has {sorted(outputs)})")
 
     def warm(self) -> None:
-        """Run a small batch once: allocates buffers and proves shape and normalisation."""
+        """Prove shape and normalisation on a small batch, then time batches of 1 and 64."""
         x = np.random.default_rng(0).standard_normal((2, *self.input_shape)).astype(np.float32)
         try:
             out = self._infer(x)
@@ -84,6 +86,23 @@ class PatchSession:
         lse = np.log(np.exp(out.astype(np.float64)).sum(axis=1))
         if not np.all(np.abs(lse) < _NORM_TOLERANCE):
             raise PatchLoadError(f"{self.label}: log_bias rows are not log-normalised")
+        self._cost_1, self._cost_64 = (self._median_seconds(n) for n in (1, 64))
+
+    def _median_seconds(self, n: int, repeats: int = 5) -> float:
+        x = np.zeros((n, *self.input_shape), dtype=np.float32)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            self._infer(x)
+            times.append(time.perf_counter() - start)
+        return float(np.median(times))
+
+    def estimated_seconds(self, n: int) -> float:
+        """Inference time for a batch of ``n``, interpolated from the timings taken at warm-up.
+
+        The data plane uses it to run cheap patches inline instead of paying a thread hop.
+        """
+        return self._cost_1 + (self._cost_64 - self._cost_1) * max(n - 1, 0) / 63
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """log G(x) [N, K]; a runtime failure is a typed ``PatchFailed``, never a raw answer."""

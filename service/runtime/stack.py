@@ -45,6 +45,9 @@ class LoadedStack:
             for p in self.patches
         ]
 
+    def estimated_seconds(self, n: int) -> float:
+        return sum(p.session.estimated_seconds(n) for p in self.patches)
+
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         """Every patch's log G(x), in stack order. Blocking: call it off the event loop."""
         return [p.session.run(x) for p in self.patches]
