@@ -90,36 +90,41 @@ class Dataplane:
 
     async def _predict(self, model: ModelConfig, x: np.ndarray) -> Prediction:
         stack = self.watcher.current(model.name)  # one reference for the whole request
-        upstream = asyncio.ensure_future(
-            self._timed(model.name, "upstream", self.upstreams[model.name].predict(x))
-        )
+        client = self.upstreams[model.name]
         if not stack.debiasing:
-            raw = await upstream
+            raw = await self._timed(model.name, "upstream", client.predict(x))
             return Prediction(model, stack, raw, raw, debiased=False)
+        sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        upstream = asyncio.ensure_future(
+            self._timed(model.name, "upstream", client.predict(x, sent=sent))
+        )
+        upstream.add_done_callback(lambda _: sent.done() or sent.set_result(None))
         try:
-            log_biases = await self._run_patches(model.name, stack, x)
+            log_biases = await self._run_patches(model.name, stack, x, sent)
         except asyncio.CancelledError:
             upstream.cancel()
             raise
         except Exception as exc:  # the upstream's own error, if any, takes precedence
-            raw = await upstream
-            return self._patch_failed(model, stack, raw, exc)
+            return self._patch_failed(model, stack, await upstream, exc)
         raw = await upstream
         fair = eraser_math.fair_log_probs(raw, log_biases, stack.alphas)
         return Prediction(model, stack, raw, fair, debiased=True)
 
-    async def _run_patches(self, name: str, stack: LoadedStack, x: np.ndarray) -> list[np.ndarray]:
-        """Patch inference while the upstream call is in flight.
+    async def _run_patches(
+        self, name: str, stack: LoadedStack, x: np.ndarray, sent: asyncio.Future[None]
+    ) -> list[np.ndarray]:
+        """Patch inference while the upstream computes its answer.
 
-        A cheap stack runs right here on the event loop once the upstream request has gone out
-        (a thread hop would cost more than the inference); a heavier one runs in the pool.
+        A cheap stack runs right here on the event loop as soon as the upstream request is on
+        the wire (a thread hop would cost more than the inference); a heavier one runs in the
+        thread pool from the start.
         """
+        inline = stack.estimated_seconds(len(x)) * 1e3 <= self.inline_max_ms
+        if inline:
+            await sent
         start = time.perf_counter()
         try:
-            if stack.estimated_seconds(len(x)) * 1e3 <= self.inline_max_ms:
-                await asyncio.sleep(0)  # let the upstream task send its request first
-                return stack.run(x)
-            return await self.run_blocking(stack.run, x)
+            return stack.run(x) if inline else await self.run_blocking(stack.run, x)
         finally:
             self.metrics.stage_seconds.labels(name, "patch").observe(time.perf_counter() - start)
 

@@ -28,7 +28,7 @@ import logging
 import os
 from collections.abc import Callable
 from types import TracebackType
-from typing import Final, Self, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 import aiohttp
 import numpy as np
@@ -122,6 +122,7 @@ class UpstreamClient:
                 sock_read=cfg.read_timeout_s,
             ),
             headers=self._headers,
+            trace_configs=[_request_sent_trace()],
         )
 
     async def close(self) -> None:
@@ -153,14 +154,18 @@ class UpstreamClient:
 
     # ---- prediction ----------------------------------------------------------------------
 
-    async def predict(self, x: np.ndarray) -> np.ndarray:
-        """Log-probabilities float64 [N, K] for the batch ``x`` [N, *input_shape]."""
+    async def predict(self, x: np.ndarray, sent: asyncio.Future[None] | None = None) -> np.ndarray:
+        """Log-probabilities float64 [N, K] for the batch ``x`` [N, *input_shape].
+
+        ``sent``, if given, is resolved once the request body has been handed to the socket, so
+        a caller can do CPU work while the upstream computes (see ``_request_sent``).
+        """
         n = self._check_batch(x)
         if n == 0:
             return np.empty((0, self.model.num_classes))
         body = self._codec.encode(x)
         try:
-            raw = await self._breaker.call(lambda: self._post_with_retries(body))
+            raw = await self._breaker.call(lambda: self._post_with_retries(body, sent))
             scores = self._codec.decode(raw, n)
         except EraserError as exc:
             self._emit(f"error:{exc.code}")
@@ -212,9 +217,9 @@ class UpstreamClient:
             )
         return int(x.shape[0])
 
-    async def _post_with_retries(self, body: bytes) -> bytes:
+    async def _post_with_retries(self, body: bytes, sent: asyncio.Future[None] | None) -> bytes:
         try:
-            return await self._post_once(body)
+            return await self._post_once(body, sent)
         except UpstreamError as exc:
             if self._cfg.retries == 0 or not is_retryable(exc):
                 raise
@@ -249,12 +254,15 @@ class UpstreamClient:
         )
         self._emit("retry")
 
-    async def _post_once(self, body: bytes) -> bytes:
+    async def _post_once(self, body: bytes, sent: asyncio.Future[None] | None = None) -> bytes:
         session = self._session
         if session is None:
             raise RuntimeError("UpstreamClient.start() was not called (or close() was)")
         try:
-            async with session.post(self._url, data=body, allow_redirects=False) as response:
+            trace_ctx = {"sent": sent} if sent is not None else None
+            async with session.post(
+                self._url, data=body, allow_redirects=False, trace_request_ctx=trace_ctx
+            ) as response:
                 payload = await response.read()
                 status = response.status
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -309,6 +317,30 @@ class UpstreamClient:
             hook(event)
         except Exception:
             log.exception("upstream on_event hook failed for %r", event)
+
+
+def _request_sent_trace() -> aiohttp.TraceConfig:
+    """Resolve a request's ``sent`` future once its body is on the socket.
+
+    aiohttp announces a body chunk just *before* writing it, from code that then writes it
+    without yielding; a callback scheduled with ``call_soon`` therefore runs after the write.
+    """
+
+    async def on_chunk_sent(
+        _session: aiohttp.ClientSession, ctx: Any, _params: aiohttp.TraceRequestChunkSentParams
+    ) -> None:
+        sent = (ctx.trace_request_ctx or {}).get("sent")
+        if sent is not None and not sent.done():
+            asyncio.get_running_loop().call_soon(_resolve, sent)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_chunk_sent.append(on_chunk_sent)
+    return trace
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _checked_url(raw: str) -> URL:
