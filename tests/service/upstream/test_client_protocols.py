@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 
@@ -103,3 +105,17 @@ async def test_predict_before_start_is_a_clear_programming_error(upstream: FakeU
 def test_url_that_is_not_http_is_refused_at_construction() -> None:
     with pytest.raises(ValueError, match="must be http"):
         UpstreamClient(make_model("ftp://host/x"))
+
+
+async def test_sent_resolves_once_the_request_is_out_and_before_the_answer(
+    upstream: FakeUpstream,
+) -> None:
+    upstream.behave("ok", classes=2, latency=lambda _: 0.3)
+    model = make_model(upstream.url())
+    async with UpstreamClient(model) as client:
+        sent = asyncio.get_running_loop().create_future()
+        call = asyncio.ensure_future(client.predict(X, sent=sent))
+        await asyncio.wait_for(sent, timeout=0.2)  # well before the 0.3 s answer
+        assert not call.done()
+        await call
+    assert upstream.calls == 1
