@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from itertools import pairwise
 
 import numpy as np
 import onnx
@@ -77,10 +76,24 @@ def mlp_to_onnx(
         if i < len(ws) - 1:
             nodes.append(helper.make_node("Relu", [cur], [f"h{i}"]))
             cur = f"h{i}"
-    nodes.append(helper.make_node("LogSoftmax", [cur], [OUTPUT_NAME], axis=-1))
+    return patch_graph_bytes(nodes, inits, cur, n_in, n_out, "mlp_patch", opset)
+
+
+def patch_graph_bytes(
+    nodes: list[onnx.NodeProto],
+    inits: list[onnx.TensorProto],
+    logits: str,
+    n_in: int,
+    n_out: int,
+    name: str,
+    opset: int = 17,
+) -> bytes:
+    """Close a graph over input ``x`` [N, n_in] with ``log_bias = LogSoftmax(logits)`` and check
+    it: every hand-built patch ends the same way, so the contract is written once."""
+    nodes = [*nodes, helper.make_node("LogSoftmax", [logits], [OUTPUT_NAME], axis=-1)]
     graph = helper.make_graph(
         nodes,
-        "mlp_patch",
+        name,
         [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", n_in])],
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", n_out])],
         initializer=inits,
@@ -149,21 +162,3 @@ def fit_mlp_patch(
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit((xs - mean) / std, ys, sample_weight=sw)
     return mlp_to_onnx(list(clf.coefs_), list(clf.intercepts_), mean, std)
-
-
-def heavy_patch(f: int, k: int, width: int, depth: int = 2, seed: int = 0) -> bytes:
-    """A valid patch whose cost is set by ``width`` x ``depth`` (≈ N·width²·(depth-1) FLOPs):
-    benchmarks use it to measure gateway overhead with a patch of known, tunable latency.
-    He-scaled random weights keep activations finite at any width; the final layer is scaled
-    down so the log-bias stays mild."""
-    if min(f, k, width, depth) < 1 or k < 2:
-        raise ValueError("need f, width, depth >= 1 and k >= 2")
-    rng = np.random.default_rng(seed)
-    sizes = [f, *([width] * depth), k]
-    weights = [
-        (rng.standard_normal((a, b)) * np.sqrt(2.0 / a)).astype(np.float32)
-        for a, b in pairwise(sizes)
-    ]
-    weights[-1] *= np.float32(0.1)
-    biases = [np.zeros(b, dtype=np.float32) for b in sizes[1:]]
-    return mlp_to_onnx(weights, biases, None, None)

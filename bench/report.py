@@ -1,0 +1,122 @@
+"""From measured loads to ``perf.json``: headline numbers, targets, and where they were taken.
+
+The file is shared with other benchmarks, so this one replaces only its own top-level keys.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench.loadgen import Load
+from bench.measure import Bench
+
+# name: (comparison, target); everything else in the table is reported without a target
+TARGETS: dict[str, tuple[str, float]] = {
+    "overhead_p50_ms": ("<=", 1.0),
+    "overhead_p99_ms": ("<=", 3.0),
+    "throughput_vs_passthrough": (">=", 0.8),
+    "concurrent_p50_ms": ("<=", 22.0),
+}
+
+
+def summarize(loads: dict[str, Load]) -> dict[str, float]:
+    """Scenarios 1-3: overheads are differences of percentiles of the same generator."""
+    d1, g1, d32, g32 = (loads[k] for k in ("direct_c1", "gateway_c1", "direct_c32", "gateway_c32"))
+    p1, pt1, pt32 = loads["predict_c1"], loads["passthrough_c1"], loads["passthrough_c32"]
+    out = {
+        "overhead_p50_ms": g1.p50_ms - d1.p50_ms,
+        "overhead_p99_ms": g1.p99_ms - d1.p99_ms,
+        "overhead_p50_ms_c32": g32.p50_ms - d32.p50_ms,
+        "overhead_p99_ms_c32": g32.p99_ms - d32.p99_ms,
+        "predict_overhead_p50_ms": p1.p50_ms - d1.p50_ms,
+        "predict_overhead_p99_ms": p1.p99_ms - d1.p99_ms,
+        "passthrough_overhead_p50_ms": pt1.p50_ms - d1.p50_ms,
+        "passthrough_overhead_p99_ms": pt1.p99_ms - d1.p99_ms,
+        "throughput_vs_passthrough": g32.rps / pt32.rps,
+        "gateway_rps_c32": g32.rps,
+        "passthrough_rps_c32": pt32.rps,
+        "direct_rps_c32": d32.rps,
+    }
+    return {k: round(v, 3) for k, v in out.items()}
+
+
+def concurrency_summary(
+    loads: dict[str, Load], patch_ms: float, delay_ms: float
+) -> dict[str, float]:
+    """Scenario 4. ``sequential_p50_ms_estimate`` is what calling the upstream and then the
+    patch would cost: the distance from it to ``concurrent_p50_ms`` is the overlap won."""
+    gateway, upstream = loads["slow_gateway_c1"].p50_ms, loads["slow_direct_c1"].p50_ms
+    out = {
+        "concurrent_p50_ms": gateway,
+        "upstream_p50_ms": upstream,
+        "upstream_delay_ms": delay_ms,
+        "concurrent_overhead_p50_ms": gateway - upstream,
+        "concurrent_passthrough_p50_ms": loads["slow_passthrough_c1"].p50_ms,
+        "patch_ms": patch_ms,
+        "sequential_p50_ms_estimate": upstream + patch_ms,
+    }
+    return {k: round(v, 3) for k, v in out.items()}
+
+
+def scenario_json(load: Load, rounds: list[Load]) -> dict[str, Any]:
+    """A scenario's merged load plus its rounds, so a reader can see the spread."""
+    short = [{"p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "rps": round(r.rps, 1)} for r in rounds]
+    return load.as_json() | {"rounds": short}
+
+
+def target_met(key: str, value: float) -> bool | None:
+    """Whether ``value`` meets ``key``'s target; ``None`` when the key has none."""
+    if key not in TARGETS:
+        return None
+    op, target = TARGETS[key]
+    return value <= target if op == "<=" else value >= target
+
+
+def merge_results(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Top-level merge: this benchmark's keys are replaced, other benchmarks' keys are kept."""
+    return {**old, **new}
+
+
+def write_json(path: Path, new: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``new`` into the JSON at ``path`` (created if missing); returns the merged dict."""
+    old = json.loads(path.read_text()) if path.exists() else {}
+    merged = merge_results(old, new)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    return merged
+
+
+def machine_meta(
+    generator: str, bench: Bench, argv: list[str], load_start: float
+) -> dict[str, Any]:
+    """Where and with what the numbers were taken: they mean nothing without it. The load
+    averages show whether something else shared the 2 cores during the run."""
+    cpu = next(
+        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+         if ln.startswith("model name")), platform.processor() or "unknown",
+    )  # fmt: skip
+    pkgs = ("fastapi", "uvicorn", "uvloop", "httptools", "aiohttp", "onnxruntime", "numpy")
+    versions = {p: metadata.version(p) for p in pkgs} | {"python": platform.python_version()}
+    if generator == "wrk":
+        out = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
+        versions["wrk"] = (out.stdout + out.stderr).split()[1]
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "generator": generator,
+        "seconds": bench.seconds,
+        "rounds": bench.rounds,
+        "warm_s": bench.warm_s,
+        "loadavg_1m_start": round(load_start, 2),
+        "loadavg_1m_end": round(os.getloadavg()[0], 2),
+        "versions": versions,
+        "command": " ".join(["python -m bench.perf", *argv]),
+    }

@@ -1,0 +1,56 @@
+"""The two phases of the benchmark: which processes run together, and what is compared.
+
+Each phase starts its own processes so that its upstream (instant, or a calibrated 20 ms)
+is the only thing that differs; within a phase compared targets share one stand-in.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from typing import Any
+
+import numpy as np
+
+from bench.common import V2_INFER, predict_body, v2_body
+from bench.measure import Bench, Measured, Scenario
+from bench.patches import HeavyPatch
+from bench.servers import activate_patch, gateway, passthrough, standin
+from bench.upstream import calibrate_delay, calibration_json
+
+
+def fast_phase(bench: Bench, row: np.ndarray, patch: bytes) -> Measured:
+    """Scenarios 1-3: one zero-delay upstream, called directly, through the gateway (v2 and
+    ``/predict``) and through the bare passthrough, at c=1 then c=32."""
+    v2, pred = v2_body(row), predict_body(row)
+    with ExitStack() as stack:
+        up = stack.enter_context(standin(0.0))
+        gw = stack.enter_context(gateway(up, "fast"))
+        pt = stack.enter_context(passthrough(up))
+        activate_patch(gw, "bench-mlp32", patch, v2)
+        targets = (("direct", up), ("gateway", gw), ("passthrough", pt))
+        c1 = [Scenario(f"{name}_c1", url + V2_INFER, v2, 1) for name, url in targets]
+        c1.append(Scenario("predict_c1", gw + "/predict", pred, 1))
+        c32 = [Scenario(f"{name}_c32", url + V2_INFER, v2, 32) for name, url in targets]
+        loads, rounds = bench.measure(c1)
+        more_loads, more_rounds = bench.measure(c32)
+    return loads | more_loads, rounds | more_rounds
+
+
+def slow_phase(
+    bench: Bench, rows: np.ndarray, heavy: HeavyPatch
+) -> tuple[Measured, dict[str, Any]]:
+    """Scenario 4: an upstream calibrated to 20 ms and a ≈10 ms patch, which the gateway runs
+    concurrently. The bare passthrough on the same upstream shows what one proxy hop alone
+    costs there. Returns the loads and how the upstream was calibrated."""
+    body = v2_body(rows)
+    calibration = calibration_json(calibrate_delay(bench, body))
+    with ExitStack() as stack:
+        up = stack.enter_context(standin(calibration["delay_ms"]))
+        gw = stack.enter_context(gateway(up, "slow"))
+        pt = stack.enter_context(passthrough(up))
+        activate_patch(gw, "bench-heavy", heavy.blob, body)
+        targets = (("direct", up), ("gateway", gw), ("passthrough", pt))
+        measured = bench.measure(
+            [Scenario(f"slow_{name}_c1", url + V2_INFER, body, 1) for name, url in targets]
+        )
+    return measured, calibration

@@ -1,0 +1,92 @@
+"""The processes a benchmark measures, each on a free port for the length of a ``with``.
+
+Every target is a separate process talking HTTP, exactly as deployed: the stand-in black box,
+the gateway (registry under the bench's own Redis prefix) and the bare passthrough baseline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import orjson
+import yaml
+
+from bench.common import (
+    ADMIN_HEADERS,
+    KEYS,
+    MODEL,
+    PREDICT_HEADERS,
+    PREFIX,
+    V2_INFER,
+    class_names,
+)
+from deploy.local.processes import CACHE, free_port, launched, standin_model_config
+
+
+@contextmanager
+def standin(delay_ms: float) -> Iterator[str]:
+    """The stand-in black box, sleeping ``delay_ms`` per request; yields its base URL."""
+    port = free_port()
+    model_path = CACHE / "models" / "compas_mlp.npz"
+    args = ["-m", "blackbox", "serve", "--port", str(port), "--model-path", str(model_path)]
+    args += ["--delay-ms", str(delay_ms)]
+    url = f"http://127.0.0.1:{port}"
+    with launched(args, f"{url}/v2/health/ready", f"bench-blackbox-{delay_ms:g}ms"):
+        yield url
+
+
+@contextmanager
+def gateway(upstream: str, label: str) -> Iterator[str]:
+    """A gateway process in front of ``upstream``, registry under the bench's own prefix."""
+    config = CACHE / "bench" / f"eraser-{label}.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(yaml.safe_dump({"models": [standin_model_config(upstream, MODEL)]}))
+    env = {**KEYS, "ERASER_CONFIG_FILE": str(config), "ERASER_REDIS__KEY_PREFIX": PREFIX}
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = ["-m", "service.cli", "serve", "--port", str(port)]
+    with launched(args, f"{url}/v2/health/ready", f"bench-gateway-{label}", env=env):
+        yield url
+
+
+@contextmanager
+def passthrough(upstream: str) -> Iterator[str]:
+    """``bench.passthrough`` on ``upstream``: the gateway's server stack doing nothing else."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = ["-m", "bench.passthrough", "--port", str(port), "--upstream", upstream + V2_INFER]
+    with launched(args, f"{url}/health", "bench-passthrough"):
+        yield url
+
+
+def activate_patch(gw_url: str, name: str, blob: bytes, probe: bytes) -> None:
+    """Register ``blob`` over the operator API, make it the whole stack, and wait until a
+    request through the v2 route comes back debiased by it (activation is asynchronous)."""
+    spec = {"kind": "custom", "model": MODEL, "classes": class_names(), "input_shape": [7],
+            "training_config": {"bench": True}}  # fmt: skip
+    with httpx.Client(base_url=gw_url, headers=ADMIN_HEADERS, timeout=120) as gw:
+        r = gw.post(
+            f"/patches/{name}/versions",
+            data={"manifest": orjson.dumps(spec).decode()},
+            files={"artifact": (f"{name}.onnx", blob, "application/octet-stream")},
+        )
+        r.raise_for_status()
+        revision = gw.get(f"/models/{MODEL}/stack").json()["stack"]["revision"]
+        entry = {"patch": name, "version": r.json()["version"], "alpha": 1.0}
+        body = {"entries": [entry], "expected_revision": revision, "reason": "bench"}
+        gw.put(f"/models/{MODEL}/stack", json=body).raise_for_status()
+    _wait_debiased(gw_url, name, probe)
+
+
+def _wait_debiased(gw_url: str, name: str, probe: bytes, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        r = httpx.post(gw_url + V2_INFER, content=probe, headers=PREDICT_HEADERS, timeout=30)
+        params = r.json().get("parameters", {}) if r.status_code == 200 else {}
+        if params.get("debiased") and [p["name"] for p in params["patches"]] == [name]:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"gateway {gw_url} did not start serving patch {name}")
