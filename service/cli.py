@@ -21,15 +21,17 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logg
 def serve(
     host: str = typer.Option("127.0.0.1", help="bind address"),
     port: int = typer.Option(8000, help="bind port"),
+    workers: int = typer.Option(
+        1, min=1, help="processes; one event loop each (about one per core)"
+    ),
 ) -> None:
     """Run the gateway (settings from ERASER_* variables and ERASER_CONFIG_FILE / eraser.yaml)."""
     import uvicorn
 
-    from service.api.app import create_app
-    from service.settings import GatewaySettings
-
     uvicorn.run(
-        create_app(GatewaySettings()),
+        "service.api.app:app_from_environment",
+        factory=True,
+        workers=workers,
         host=host,
         port=port,
         loop="uvloop",

@@ -48,6 +48,11 @@ def create_app(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
     return app
 
 
+def app_from_environment() -> FastAPI:
+    """The factory ``eraser serve`` hands to uvicorn, so that every worker builds its own app."""
+    return create_app(GatewaySettings())
+
+
 async def _metrics_endpoint(request: Request) -> Response:
     metrics: GatewayMetrics = request.app.state.metrics
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
