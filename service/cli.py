@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import typer
@@ -30,6 +31,7 @@ def serve(
 
     uvicorn.run(
         "service.api.app:app_from_environment",
+        log_config=_log_config(),
         factory=True,
         workers=workers,
         host=host,
@@ -37,8 +39,16 @@ def serve(
         loop="uvloop",
         http="httptools",
         access_log=False,
-        log_level="info",
     )
+
+
+def _log_config() -> dict:
+    """uvicorn's logging, plus the gateway's own loggers (workers are fresh processes)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["service"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
 
 
 if __name__ == "__main__":
