@@ -37,6 +37,7 @@ class Load:
     p99_ms: float
     mean_ms: float
     errors: int
+    cpu_ms_per_request: float | None = None  # of the target process, when its pid is known
 
     @property
     def rps(self) -> float:

@@ -8,8 +8,9 @@ one noisy round from deciding.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -27,6 +28,7 @@ class Scenario:
     url: str
     body: bytes
     concurrency: int
+    pid: int | None = None  # the target's process, whose CPU time per request is recorded
 
 
 def merge_rounds(rounds: list[Load]) -> Load:
@@ -40,7 +42,20 @@ def merge_rounds(rounds: list[Load]) -> Load:
         p99_ms=float(np.median([r.p99_ms for r in rounds])),
         mean_ms=sum(r.mean_ms * r.requests for r in rounds) / max(requests, 1),
         errors=sum(r.errors for r in rounds),
+        cpu_ms_per_request=_median_or_none([r.cpu_ms_per_request for r in rounds]),
     )
+
+
+def _median_or_none(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return float(np.median(known)) if known else None
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, from /proc (Linux)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -67,8 +82,16 @@ class Bench:
         return {k: merge_rounds(v) for k, v in per_round.items()}, per_round
 
     def load(self, s: Scenario, seconds: float) -> Load:
-        """One run of ``seconds``; a failed request means the numbers measure an error path."""
-        load = Load.from_raw(self.generate(s.url, s.body, self.headers, s.concurrency, seconds))
+        """One run of ``seconds``; a failed request means the numbers measure an error path.
+
+        The target's CPU time per request is recorded too: at 32 clients a one-event-loop
+        server is CPU-bound, so this is what its throughput is made of."""
+        cpu_before = process_cpu_seconds(s.pid) if s.pid else 0.0
+        raw = self.generate(s.url, s.body, self.headers, s.concurrency, seconds)
+        load = Load.from_raw(raw)
+        if s.pid and load.requests:
+            cpu_ms = (process_cpu_seconds(s.pid) - cpu_before) * 1e3 / load.requests
+            load = replace(load, cpu_ms_per_request=cpu_ms)
         if load.errors:
             raise RuntimeError(f"{s.key} ({s.url}): {load.errors} failed requests")
         return load

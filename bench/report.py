@@ -43,6 +43,9 @@ def summarize(loads: dict[str, Load]) -> dict[str, float]:
         "gateway_rps_c32": g32.rps,
         "passthrough_rps_c32": pt32.rps,
         "direct_rps_c32": d32.rps,
+        "gateway_cpu_ms_per_req_c32": g32.cpu_ms_per_request or float("nan"),
+        "passthrough_cpu_ms_per_req_c32": pt32.cpu_ms_per_request or float("nan"),
+        "direct_cpu_ms_per_req_c32": d32.cpu_ms_per_request or float("nan"),
     }
     return {k: round(v, 3) for k, v in out.items()}
 

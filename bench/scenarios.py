@@ -24,13 +24,13 @@ def fast_phase(bench: Bench, row: np.ndarray, patch: bytes) -> Measured:
     v2, pred = v2_body(row), predict_body(row)
     with ExitStack() as stack:
         up = stack.enter_context(standin(0.0))
-        gw = stack.enter_context(gateway(up, "fast"))
-        pt = stack.enter_context(passthrough(up))
-        activate_patch(gw, "bench-mlp32", patch, v2)
+        gw = stack.enter_context(gateway(up.url, "fast"))
+        pt = stack.enter_context(passthrough(up.url))
+        activate_patch(gw.url, "bench-mlp32", patch, v2)
         targets = (("direct", up), ("gateway", gw), ("passthrough", pt))
-        c1 = [Scenario(f"{name}_c1", url + V2_INFER, v2, 1) for name, url in targets]
-        c1.append(Scenario("predict_c1", gw + "/predict", pred, 1))
-        c32 = [Scenario(f"{name}_c32", url + V2_INFER, v2, 32) for name, url in targets]
+        c1 = [Scenario(f"{name}_c1", s.url + V2_INFER, v2, 1, s.pid) for name, s in targets]
+        c1.append(Scenario("predict_c1", gw.url + "/predict", pred, 1, gw.pid))
+        c32 = [Scenario(f"{name}_c32", s.url + V2_INFER, v2, 32, s.pid) for name, s in targets]
         loads, rounds = bench.measure(c1)
         more_loads, more_rounds = bench.measure(c32)
     return loads | more_loads, rounds | more_rounds
@@ -46,11 +46,11 @@ def slow_phase(
     calibration = calibration_json(calibrate_delay(bench, body))
     with ExitStack() as stack:
         up = stack.enter_context(standin(calibration["delay_ms"]))
-        gw = stack.enter_context(gateway(up, "slow"))
-        pt = stack.enter_context(passthrough(up))
-        activate_patch(gw, "bench-heavy", heavy.blob, body)
+        gw = stack.enter_context(gateway(up.url, "slow"))
+        pt = stack.enter_context(passthrough(up.url))
+        activate_patch(gw.url, "bench-heavy", heavy.blob, body)
         targets = (("direct", up), ("gateway", gw), ("passthrough", pt))
         measured = bench.measure(
-            [Scenario(f"slow_{name}_c1", url + V2_INFER, body, 1) for name, url in targets]
+            [Scenario(f"slow_{name}_c1", s.url + V2_INFER, body, 1, s.pid) for name, s in targets]
         )
     return measured, calibration

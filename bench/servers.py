@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import httpx
 import orjson
@@ -26,20 +27,28 @@ from bench.common import (
 from deploy.local.processes import CACHE, free_port, launched, standin_model_config
 
 
+@dataclass(frozen=True)
+class Server:
+    """A running target: where to send load, and which process to charge its CPU time to."""
+
+    url: str
+    pid: int
+
+
 @contextmanager
-def standin(delay_ms: float) -> Iterator[str]:
+def standin(delay_ms: float) -> Iterator[Server]:
     """The stand-in black box, sleeping ``delay_ms`` per request; yields its base URL."""
     port = free_port()
     model_path = CACHE / "models" / "compas_mlp.npz"
     args = ["-m", "blackbox", "serve", "--port", str(port), "--model-path", str(model_path)]
     args += ["--delay-ms", str(delay_ms)]
     url = f"http://127.0.0.1:{port}"
-    with launched(args, f"{url}/v2/health/ready", f"bench-blackbox-{delay_ms:g}ms"):
-        yield url
+    with launched(args, f"{url}/v2/health/ready", f"bench-blackbox-{delay_ms:g}ms") as proc:
+        yield Server(url, proc.pid)
 
 
 @contextmanager
-def gateway(upstream: str, label: str) -> Iterator[str]:
+def gateway(upstream: str, label: str) -> Iterator[Server]:
     """A gateway process in front of ``upstream``, registry under the bench's own prefix."""
     config = CACHE / "bench" / f"eraser-{label}.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
@@ -48,18 +57,18 @@ def gateway(upstream: str, label: str) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     args = ["-m", "service.cli", "serve", "--port", str(port)]
-    with launched(args, f"{url}/v2/health/ready", f"bench-gateway-{label}", env=env):
-        yield url
+    with launched(args, f"{url}/v2/health/ready", f"bench-gateway-{label}", env=env) as proc:
+        yield Server(url, proc.pid)
 
 
 @contextmanager
-def passthrough(upstream: str) -> Iterator[str]:
+def passthrough(upstream: str) -> Iterator[Server]:
     """``bench.passthrough`` on ``upstream``: the gateway's server stack doing nothing else."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     args = ["-m", "bench.passthrough", "--port", str(port), "--upstream", upstream + V2_INFER]
-    with launched(args, f"{url}/health", "bench-passthrough"):
-        yield url
+    with launched(args, f"{url}/health", "bench-passthrough") as proc:
+        yield Server(url, proc.pid)
 
 
 def activate_patch(gw_url: str, name: str, blob: bytes, probe: bytes) -> None:

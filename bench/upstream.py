@@ -55,7 +55,7 @@ def calibrate_delay(bench: Bench, body: bytes, target_ms: float = TARGET_MS) -> 
     delay = target_ms
     for _ in range(MAX_TRIES):
         with standin(delay) as up:
-            probe = Scenario("upstream_probe", up + V2_INFER, body, 1)
+            probe = Scenario("upstream_probe", up.url + V2_INFER, body, 1)
             bench.load(probe, 1.0)
             p50 = bench.load(probe, PROBE_S).p50_ms
         tries.append(Try(delay, p50))
