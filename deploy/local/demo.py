@@ -11,20 +11,24 @@
 from __future__ import annotations
 
 import asyncio
-import os
 
 import httpx
 import numpy as np
 import orjson
-import redis
 import yaml
 
 from blackbox.data import FEATURE_NAMES, CompasData, compas_split, load_compas
 from blackbox.model import CLASSES
-from deploy.local.processes import CACHE, free_port, launched, standin_model_config
+from deploy.local.processes import (
+    CACHE,
+    clear_redis_prefix,
+    free_port,
+    launched,
+    standin_model_config,
+)
 from patch_training.export.mlp_onnx import fit_mlp_patch
 from service.eraser_math import distillation_targets
-from service.fairness_metrics import group_report
+from service.fairness_metrics import GroupReport, group_report
 from service.settings import ModelConfig
 from service.upstream.client import UpstreamClient
 
@@ -35,6 +39,11 @@ ADMIN = {"Authorization": f"Bearer {KEYS['ERASER_ADMIN_API_KEY']}"}
 
 
 def main() -> None:
+    run_demo(PREFIX)
+
+
+def run_demo(prefix: str) -> dict[str, GroupReport]:
+    """The whole demo under Redis key ``prefix`` (owned: cleared first); raw and fair metrics."""
     data = load_compas()
     split = compas_split(data, seed=0)
     bb_port, gw_port = free_port(), free_port()
@@ -46,8 +55,8 @@ def main() -> None:
     config = CACHE / "demo" / "eraser.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(yaml.safe_dump({"models": [model]}))
-    _reset_registry()
-    env = {**KEYS, "ERASER_CONFIG_FILE": str(config), "ERASER_REDIS__KEY_PREFIX": PREFIX}
+    clear_redis_prefix(prefix)
+    env = {**KEYS, "ERASER_CONFIG_FILE": str(config), "ERASER_REDIS__KEY_PREFIX": prefix}
     gw_args = ["-m", "service.cli", "serve", "--port", str(gw_port)]
     print(f"black box  {bb_url}  (stand-in COMPAS MLP, race not an input)")
     with (
@@ -57,15 +66,7 @@ def main() -> None:
     ):
         print(f"gateway    {gw_url}  (OpenAPI docs at {gw_url}/docs)")
         _install_patch(gw, ModelConfig.model_validate(model), data, split.calib)
-        _report(gw, data, split.test)
-
-
-def _reset_registry() -> None:
-    """The demo owns its key prefix, so every run starts from revision 0."""
-    client = redis.Redis.from_url(os.environ.get("ERASER_REDIS__URL", "redis://127.0.0.1:6379/0"))
-    keys = list(client.scan_iter(match=f"{PREFIX}:*"))
-    if keys:
-        client.delete(*keys)
+        return _report(gw, data, split.test)
 
 
 def _install_patch(
@@ -107,7 +108,7 @@ async def _query_black_box(model: ModelConfig, x: np.ndarray) -> np.ndarray:
         return await upstream.predict_many(x, batch_size=256, concurrency=4)
 
 
-def _report(gw: httpx.Client, data: CompasData, test: np.ndarray) -> None:
+def _report(gw: httpx.Client, data: CompasData, test: np.ndarray) -> dict[str, GroupReport]:
     preds: list[dict] = []
     for chunk in np.array_split(test, int(np.ceil(len(test) / 500))):
         body = {"model": "compas", "instances": data.X[chunk].tolist(), "return_raw": True}
@@ -122,14 +123,16 @@ def _report(gw: httpx.Client, data: CompasData, test: np.ndarray) -> None:
         f"\nheld-out test split: {len(test)} rows, revision {answer['revision']}, "
         f"patches {answer['patches']}"
     )
+    reports = {"raw": group_report(y, raw, race), "fair": group_report(y, fair, race)}
     print(f"{'':14}{'accuracy':>10}{'avg-group':>11}{'worst-group':>13}{'EO bias':>9}")
-    for name, pred in (("raw upstream", raw), ("Eraser (fair)", fair)):
-        m = group_report(y, pred, race).as_percent()
+    for name, key in (("raw upstream", "raw"), ("Eraser (fair)", "fair")):
+        m = reports[key].as_percent()
         print(
             f"{name:14}{m['accuracy']:>10.2f}{m['avg_group_acc']:>11.2f}"
             f"{m['worst_group_acc']:>13.2f}{m['eo_bias']:>9.2f}"
         )
     print("(%; EO bias = paper Eq. 20, mean over classes of the accuracy gap between races)")
+    return reports
 
 
 if __name__ == "__main__":
