@@ -1,7 +1,8 @@
 """The transport-agnostic data plane: the native and the OIP v2 routes both call ``predict``.
 
 It asks the upstream and runs the patch stack *concurrently*, then combines them with the Eraser
-math. The whole request path is instrumented here, once.
+math; concurrent requests are coalesced into shared upstream calls (``service.batching``). The
+whole request path is instrumented here, once.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
 
 from service import eraser_math
+from service.batching import MicroBatcher
 from service.errors import EraserError, ModelNotFound, PatchFailed
 from service.metrics import GatewayMetrics
 from service.runtime.hotload import StackWatcher
@@ -45,6 +48,16 @@ class Prediction:
     fair_log_probs: np.ndarray
     debiased: bool
 
+    def rows(self, start: int, stop: int) -> Prediction:
+        """One request's share of a batched prediction."""
+        return Prediction(
+            self.model,
+            self.stack,
+            self.raw_log_probs[start:stop],
+            self.fair_log_probs[start:stop],
+            self.debiased,
+        )
+
 
 class Dataplane:
     def __init__(
@@ -61,6 +74,19 @@ class Dataplane:
         self.metrics = metrics
         self.run_blocking = blocking_runner(executor)
         self.inline_max_ms = settings.runtime.inline_patch_max_ms
+        self.batchers = {m.name: self._batcher(m) for m in settings.models}
+
+    def _batcher(self, model: ModelConfig) -> MicroBatcher[Prediction] | None:
+        runtime = self.settings.runtime
+        if runtime.batch_max_rows == 0:
+            return None
+        coalesced = self.metrics.coalesced_requests.labels(model.name)
+        return MicroBatcher(
+            partial(self._infer, model),
+            max_rows=runtime.batch_max_rows,
+            max_in_flight=runtime.batch_max_in_flight,
+            on_batch=coalesced.observe,
+        )
 
     def model(self, name: str) -> ModelConfig:
         model = self.settings.model(name)
@@ -90,6 +116,13 @@ class Dataplane:
 
     async def _predict(self, model: ModelConfig, x: np.ndarray) -> Prediction:
         stack = self.watcher.current(model.name)  # one reference for the whole request
+        batcher = self.batchers[model.name]
+        if batcher is None:
+            return await self._infer(model, stack, x)
+        return await batcher.submit(stack, x)
+
+    async def _infer(self, model: ModelConfig, stack: LoadedStack, x: np.ndarray) -> Prediction:
+        """One upstream call and one patch run for ``x``, which may hold several requests."""
         client = self.upstreams[model.name]
         if not stack.debiasing:
             raw = await self._timed(model.name, "upstream", client.predict(x))

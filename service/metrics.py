@@ -56,6 +56,13 @@ class GatewayMetrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
             registry=r,
         )
+        self.coalesced_requests = Histogram(
+            "eraser_coalesced_requests",
+            "Requests sharing one upstream call (dynamic batching)",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=r,
+        )
         self.upstream_events = Counter(
             "eraser_upstream_events",
             "Upstream retries, errors by kind, breaker openings",

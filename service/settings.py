@@ -118,6 +118,8 @@ class ModelConfig(BaseModel):
 class RedisSettings(BaseModel):
     url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = Field(default="eraser", description="every registry key starts with this")
+    socket_timeout_s: float = Field(default=5.0, gt=0, description="no Redis call waits longer")
+    connect_timeout_s: float = Field(default=2.0, gt=0)
 
 
 class RuntimeSettings(BaseModel):
@@ -131,6 +133,15 @@ class RuntimeSettings(BaseModel):
         "call is in flight (a thread hop costs ~0.1 ms); slower ones run in the thread pool",
     )
     poll_interval_s: float = Field(default=2.0, gt=0, description="revision polling period")
+    batch_max_rows: int = Field(
+        default=256,
+        ge=0,
+        description="rows per coalesced upstream call; requests arriving while earlier ones are "
+        "in flight share the next call (no waiting window). 0 turns batching off",
+    )
+    batch_max_in_flight: int = Field(
+        default=4, ge=1, description="upstream calls in flight per model when batching"
+    )
 
 
 class GatewaySettings(BaseSettings):

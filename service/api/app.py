@@ -62,7 +62,11 @@ async def _metrics_endpoint(request: Request) -> Response:
 async def _running_gateway(
     app: FastAPI, settings: GatewaySettings, metrics: GatewayMetrics
 ) -> AsyncIterator[None]:
-    redis = aioredis.Redis.from_url(settings.redis.url)
+    redis = aioredis.Redis.from_url(
+        settings.redis.url,
+        socket_timeout=settings.redis.socket_timeout_s,
+        socket_connect_timeout=settings.redis.connect_timeout_s,
+    )
     registry = Registry(
         redis, settings.signing_key.get_secret_value().encode(), prefix=settings.redis.key_prefix
     )

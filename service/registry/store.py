@@ -381,7 +381,8 @@ class Registry:
         try:
             await pubsub.subscribe(self._keys.events_channel())
             while True:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+                # A bounded wait keeps every read inside the client's socket timeout.
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 event = _parse_event(message)
                 if event is not None:
                     yield event

@@ -8,7 +8,6 @@ replaced. A failed load keeps the old stack, is logged, and is counted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -89,12 +88,12 @@ class StackWatcher:
             self._errors[model] = f"registry unreachable: {exc}"
             log.error("cannot read the active stack of %s at start-up: %s", model, exc)
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Cancel the followers; shutdown never waits on Redis for longer than ``timeout_s``."""
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=timeout_s)
         self._tasks = []
 
     # -- loading ------------------------------------------------------------------------------
