@@ -30,6 +30,7 @@ def summarize(loads: dict[str, Load]) -> dict[str, float]:
     """Scenarios 1-3: overheads are differences of percentiles of the same generator."""
     d1, g1, d32, g32 = (loads[k] for k in ("direct_c1", "gateway_c1", "direct_c32", "gateway_c32"))
     p1, pt1, pt32 = loads["predict_c1"], loads["passthrough_c1"], loads["passthrough_c32"]
+    u32 = loads["unbatched_c32"]
     out = {
         "overhead_p50_ms": g1.p50_ms - d1.p50_ms,
         "overhead_p99_ms": g1.p99_ms - d1.p99_ms,
@@ -43,7 +44,10 @@ def summarize(loads: dict[str, Load]) -> dict[str, float]:
         "gateway_rps_c32": g32.rps,
         "passthrough_rps_c32": pt32.rps,
         "direct_rps_c32": d32.rps,
+        "throughput_vs_passthrough_unbatched": u32.rps / pt32.rps,
+        "unbatched_rps_c32": u32.rps,
         "gateway_cpu_ms_per_req_c32": g32.cpu_ms_per_request or float("nan"),
+        "unbatched_cpu_ms_per_req_c32": u32.cpu_ms_per_request or float("nan"),
         "passthrough_cpu_ms_per_req_c32": pt32.cpu_ms_per_request or float("nan"),
         "direct_cpu_ms_per_req_c32": d32.cpu_ms_per_request or float("nan"),
     }

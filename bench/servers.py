@@ -48,12 +48,14 @@ def standin(delay_ms: float) -> Iterator[Server]:
 
 
 @contextmanager
-def gateway(upstream: str, label: str) -> Iterator[Server]:
-    """A gateway process in front of ``upstream``, registry under the bench's own prefix."""
+def gateway(upstream: str, label: str, **env_extra: str) -> Iterator[Server]:
+    """A gateway process in front of ``upstream``, registry under the bench's own prefix
+    (``env_extra``: more ``ERASER_*`` settings, e.g. batching off)."""
     config = CACHE / "bench" / f"eraser-{label}.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(yaml.safe_dump({"models": [standin_model_config(upstream, MODEL)]}))
     env = {**KEYS, "ERASER_CONFIG_FILE": str(config), "ERASER_REDIS__KEY_PREFIX": PREFIX}
+    env |= env_extra
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     args = ["-m", "service.cli", "serve", "--port", str(port)]
@@ -87,10 +89,10 @@ def activate_patch(gw_url: str, name: str, blob: bytes, probe: bytes) -> None:
         entry = {"patch": name, "version": r.json()["version"], "alpha": 1.0}
         body = {"entries": [entry], "expected_revision": revision, "reason": "bench"}
         gw.put(f"/models/{MODEL}/stack", json=body).raise_for_status()
-    _wait_debiased(gw_url, name, probe)
+    wait_debiased(gw_url, name, probe)
 
 
-def _wait_debiased(gw_url: str, name: str, probe: bytes, timeout_s: float = 60.0) -> None:
+def wait_debiased(gw_url: str, name: str, probe: bytes, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         r = httpx.post(gw_url + V2_INFER, content=probe, headers=PREDICT_HEADERS, timeout=30)

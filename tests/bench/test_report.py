@@ -25,10 +25,12 @@ def test_summarize_takes_differences_against_the_direct_upstream() -> None:
     loads = {"direct_c1": load(0.2, 0.5), "gateway_c1": load(0.9, 1.7),
              "predict_c1": load(1.0, 2.0), "passthrough_c1": load(0.6, 0.9),
              "direct_c32": load(5.0, 9.0, 5000), "gateway_c32": load(8.0, 20.0, 3000),
-             "passthrough_c32": load(6.0, 10.0, 4000)}  # fmt: skip
+             "passthrough_c32": load(6.0, 10.0, 4000),
+             "unbatched_c32": load(9.0, 25.0, 2000)}  # fmt: skip
     out = summarize(loads)
     assert (out["overhead_p50_ms"], out["overhead_p99_ms"]) == (0.7, 1.2)
     assert out["throughput_vs_passthrough"] == 0.75 and out["gateway_rps_c32"] == 3000
+    assert out["throughput_vs_passthrough_unbatched"] == 0.5
 
 
 def test_concurrency_summary_reports_overlap_against_a_sequential_estimate() -> None:
