@@ -61,10 +61,23 @@ class MicroBatcher(Generic[R]):
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, stack: LoadedStack, x: np.ndarray) -> R:
+        if not self._queue and self._in_flight < self._max_in_flight:
+            return await self._alone(stack, x)
         pending = _Pending(stack, x)
         self._queue.append(pending)
         self._dispatch()
         return await pending.future
+
+    async def _alone(self, stack: LoadedStack, x: np.ndarray) -> R:
+        """A free slot and nobody waiting: run in the caller's task (no hand-off, no delay)."""
+        self._in_flight += 1
+        try:
+            if self._on_batch is not None:
+                self._on_batch(1)
+            return await self._infer(stack, x)
+        finally:
+            self._in_flight -= 1
+            self._dispatch()
 
     def _dispatch(self) -> None:
         while self._queue and self._in_flight < self._max_in_flight:

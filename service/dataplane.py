@@ -127,11 +127,13 @@ class Dataplane:
         if not stack.debiasing:
             raw = await self._timed(model.name, "upstream", client.predict(x))
             return Prediction(model, stack, raw, raw, debiased=False)
-        sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        inline = stack.estimated_seconds(len(x)) * 1e3 <= self.inline_max_ms
+        sent = asyncio.get_running_loop().create_future() if inline else None
         upstream = asyncio.ensure_future(
             self._timed(model.name, "upstream", client.predict(x, sent=sent))
         )
-        upstream.add_done_callback(lambda _: sent.done() or sent.set_result(None))
+        if sent is not None:
+            upstream.add_done_callback(lambda _: sent.done() or sent.set_result(None))
         try:
             log_biases = await self._run_patches(model.name, stack, x, sent)
         except asyncio.CancelledError:
@@ -144,20 +146,19 @@ class Dataplane:
         return Prediction(model, stack, raw, fair, debiased=True)
 
     async def _run_patches(
-        self, name: str, stack: LoadedStack, x: np.ndarray, sent: asyncio.Future[None]
+        self, name: str, stack: LoadedStack, x: np.ndarray, sent: asyncio.Future[None] | None
     ) -> list[np.ndarray]:
         """Patch inference while the upstream computes its answer.
 
-        A cheap stack runs right here on the event loop as soon as the upstream request is on
-        the wire (a thread hop would cost more than the inference); a heavier one runs in the
-        thread pool from the start.
+        A cheap stack (``sent`` given) runs right here on the event loop as soon as the upstream
+        request is on the wire: a thread hop would cost more than the inference. A heavier one
+        runs in the thread pool from the start.
         """
-        inline = stack.estimated_seconds(len(x)) * 1e3 <= self.inline_max_ms
-        if inline:
+        if sent is not None:
             await sent
         start = time.perf_counter()
         try:
-            return stack.run(x) if inline else await self.run_blocking(stack.run, x)
+            return stack.run(x) if sent is not None else await self.run_blocking(stack.run, x)
         finally:
             self.metrics.stage_seconds.labels(name, "patch").observe(time.perf_counter() - start)
 
