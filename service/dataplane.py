@@ -72,6 +72,7 @@ class Dataplane:
         self.upstreams = upstreams
         self.watcher = watcher
         self.metrics = metrics
+        self.executor = executor
         self.run_blocking = blocking_runner(executor)
         self.inline_max_ms = settings.runtime.inline_patch_max_ms
         self.batchers = {m.name: self._batcher(m) for m in settings.models}
@@ -127,40 +128,61 @@ class Dataplane:
         if not stack.debiasing:
             raw = await self._timed(model.name, "upstream", client.predict(x))
             return Prediction(model, stack, raw, raw, debiased=False)
-        inline = stack.estimated_seconds(len(x)) * 1e3 <= self.inline_max_ms
-        sent = asyncio.get_running_loop().create_future() if inline else None
+        if stack.estimated_seconds(len(x)) * 1e3 <= self.inline_max_ms:
+            return await self._infer_inline(model, stack, x)
+        return await self._infer_pooled(model, stack, x)
+
+    async def _infer_pooled(
+        self, model: ModelConfig, stack: LoadedStack, x: np.ndarray
+    ) -> Prediction:
+        """A heavy stack runs in the thread pool while this task awaits the upstream.
+
+        The loop is not woken when the patch finishes (a plain ``concurrent.futures`` job, not
+        ``run_in_executor``): its result is only needed once the upstream has answered, and
+        every wake-up of an idle process costs latency.
+        """
+        job = self.executor.submit(self._run_stack, model.name, stack, x)
+        raw = await self._timed(model.name, "upstream", self.upstreams[model.name].predict(x))
+        try:
+            log_biases = job.result() if job.done() else await asyncio.wrap_future(job)
+        except Exception as exc:
+            return self._patch_failed(model, stack, raw, exc)
+        return self._combine(model, stack, raw, log_biases)
+
+    async def _infer_inline(
+        self, model: ModelConfig, stack: LoadedStack, x: np.ndarray
+    ) -> Prediction:
+        """A cheap stack runs on the event loop once the upstream request is on the wire: a
+        thread hop would cost more than the inference."""
+        sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        client = self.upstreams[model.name]
         upstream = asyncio.ensure_future(
             self._timed(model.name, "upstream", client.predict(x, sent=sent))
         )
-        if sent is not None:
-            upstream.add_done_callback(lambda _: sent.done() or sent.set_result(None))
+        upstream.add_done_callback(lambda _: sent.done() or sent.set_result(None))
         try:
-            log_biases = await self._run_patches(model.name, stack, x, sent)
+            await sent
+            log_biases = self._run_stack(model.name, stack, x)
         except asyncio.CancelledError:
             upstream.cancel()
             raise
         except Exception as exc:  # the upstream's own error, if any, takes precedence
             return self._patch_failed(model, stack, await upstream, exc)
-        raw = await upstream
-        fair = eraser_math.fair_log_probs(raw, log_biases, stack.alphas)
-        return Prediction(model, stack, raw, fair, debiased=True)
+        return self._combine(model, stack, await upstream, log_biases)
 
-    async def _run_patches(
-        self, name: str, stack: LoadedStack, x: np.ndarray, sent: asyncio.Future[None] | None
-    ) -> list[np.ndarray]:
-        """Patch inference while the upstream computes its answer.
-
-        A cheap stack (``sent`` given) runs right here on the event loop as soon as the upstream
-        request is on the wire: a thread hop would cost more than the inference. A heavier one
-        runs in the thread pool from the start.
-        """
-        if sent is not None:
-            await sent
+    def _run_stack(self, name: str, stack: LoadedStack, x: np.ndarray) -> list[np.ndarray]:
         start = time.perf_counter()
         try:
-            return stack.run(x) if sent is not None else await self.run_blocking(stack.run, x)
+            return stack.run(x)
         finally:
             self.metrics.stage_seconds.labels(name, "patch").observe(time.perf_counter() - start)
+
+    @staticmethod
+    def _combine(
+        model: ModelConfig, stack: LoadedStack, raw: np.ndarray, log_biases: list[np.ndarray]
+    ) -> Prediction:
+        fair = eraser_math.fair_log_probs(raw, log_biases, stack.alphas)
+        return Prediction(model, stack, raw, fair, debiased=True)
 
     def _patch_failed(
         self, model: ModelConfig, stack: LoadedStack, raw: np.ndarray, exc: BaseException
