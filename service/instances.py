@@ -18,8 +18,7 @@ def instances_to_tensor(instances: list[Any], spec: InputSpec, max_batch: int) -
     """Convert and validate a batch; the gateway never forwards a malformed tensor upstream."""
     if not instances:
         raise InvalidInstances("instances must be a non-empty list")
-    if len(instances) > max_batch:
-        raise InvalidInstances(f"{len(instances)} instances exceed the limit of {max_batch}")
+    check_batch_size(len(instances), max_batch)
     rows = [_row(i, inst, spec) for i, inst in enumerate(instances)]
     try:
         x = np.asarray(rows, dtype=np.float32)
@@ -30,10 +29,21 @@ def instances_to_tensor(instances: list[Any], spec: InputSpec, max_batch: int) -
         raise InvalidInstances(
             f"instances have shape {list(x.shape[1:])}, model expects {spec.shape}"
         )
+    check_finite(x)
+    return x
+
+
+def check_batch_size(n: int, max_batch: int) -> None:
+    """The per-request limit, for every route that accepts a batch."""
+    if n > max_batch:
+        raise InvalidInstances(f"{n} instances exceed the limit of {max_batch}")
+
+
+def check_finite(x: np.ndarray) -> None:
+    """NaN or infinity is refused here: JSON encoders would send it upstream as null or fail."""
     if not np.isfinite(x).all():
         bad = int(np.argwhere(~np.isfinite(x).reshape(len(x), -1).all(axis=1))[0][0])
         raise InvalidInstances(f"instance {bad} contains NaN or infinity")
-    return x
 
 
 def _row(index: int, inst: Any, spec: InputSpec) -> Any:

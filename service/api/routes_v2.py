@@ -17,6 +17,7 @@ from service.api.schemas import V2InferRequest, V2InferResponse
 from service.dataplane import Dataplane, Prediction
 from service.eraser_math import from_log_probs
 from service.errors import InvalidInstances
+from service.instances import check_batch_size, check_finite
 from service.settings import ModelConfig
 
 health = APIRouter(tags=["v2 health"])
@@ -97,14 +98,12 @@ def input_tensor(body: V2InferRequest, cfg: ModelConfig, max_batch: int) -> np.n
     t = tensors[0]
     if t.shape[1:] != cfg.input.shape or not t.shape or t.shape[0] < 1:
         raise InvalidInstances(f"input shape {t.shape}, model expects [N, *{cfg.input.shape}]")
-    if t.shape[0] > max_batch:
-        raise InvalidInstances(f"batch of {t.shape[0]} exceeds the limit of {max_batch}")
+    check_batch_size(t.shape[0], max_batch)
     try:
         x = np.asarray(t.data, dtype=np.float32).reshape(t.shape)
     except (TypeError, ValueError) as exc:
         raise InvalidInstances(f"input data does not fill shape {t.shape}: {exc}") from None
-    if not np.isfinite(x).all():
-        raise InvalidInstances("input contains NaN or infinity")
+    check_finite(x)
     return x
 
 

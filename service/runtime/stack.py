@@ -58,7 +58,8 @@ class LoadedStack:
         return one, sum(p.session.estimated_seconds(2) for p in self.patches) - one
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
-        """Every patch's log G(x), in stack order. Blocking: call it off the event loop."""
+        """Every patch's log G(x), in stack order. Blocking: the data plane runs it on the loop
+        only when ``estimated_seconds`` says it is cheaper than a thread hop."""
         return [p.session.run(x) for p in self.patches]
 
 

@@ -66,3 +66,15 @@ async def test_v2_bad_tensor_is_a_422_with_reason(client: httpx.AsyncClient) -> 
     bad["inputs"][0]["data"] = bad["inputs"][0]["data"][:-1]
     r = await client.post(f"/v2/models/{MODEL}/infer", headers=PREDICT, json=bad)
     assert r.status_code == 422 and "does not fill shape" in r.json()["error"]["message"]
+
+
+async def test_v2_non_finite_input_and_oversized_batch_are_refused(
+    client: httpx.AsyncClient,
+) -> None:
+    overflow = v2_request(ROWS)
+    overflow["inputs"][0]["data"][3] = 1e39  # finite in JSON, infinite as float32
+    r = await client.post(f"/v2/models/{MODEL}/infer", headers=PREDICT, json=overflow)
+    assert r.status_code == 422 and "instance 0 contains NaN or infinity" in r.text
+    big = v2_request(np.zeros((1025, 7), dtype=np.float32))
+    r = await client.post(f"/v2/models/{MODEL}/infer", headers=PREDICT, json=big)
+    assert r.status_code == 422 and "1025 instances exceed the limit of 1024" in r.text
