@@ -21,7 +21,8 @@ def instances_to_tensor(instances: list[Any], spec: InputSpec, max_batch: int) -
     check_batch_size(len(instances), max_batch)
     rows = [_row(i, inst, spec) for i, inst in enumerate(instances)]
     try:
-        x = np.asarray(rows, dtype=np.float32)
+        with np.errstate(over="ignore"):  # out-of-range values become inf: check_finite says so
+            x = np.asarray(rows, dtype=np.float32)
     except (TypeError, ValueError) as exc:
         raise InvalidInstances(f"instances are not numeric arrays: {exc}") from None
     expected = (len(instances), *spec.shape)

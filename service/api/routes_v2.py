@@ -100,7 +100,8 @@ def input_tensor(body: V2InferRequest, cfg: ModelConfig, max_batch: int) -> np.n
         raise InvalidInstances(f"input shape {t.shape}, model expects [N, *{cfg.input.shape}]")
     check_batch_size(t.shape[0], max_batch)
     try:
-        x = np.asarray(t.data, dtype=np.float32).reshape(t.shape)
+        with np.errstate(over="ignore"):  # out-of-range values become inf: check_finite says so
+            x = np.asarray(t.data, dtype=np.float32).reshape(t.shape)
     except (TypeError, ValueError) as exc:
         raise InvalidInstances(f"input data does not fill shape {t.shape}: {exc}") from None
     check_finite(x)

@@ -36,3 +36,8 @@ def test_bad_instances_are_refused_with_a_reason(instances: list, reason: str) -
     with pytest.raises(InvalidInstances, match=None) as info:
         instances_to_tensor(instances, SPEC, 10)
     assert reason in info.value.message
+
+
+def test_values_beyond_float32_are_refused_as_infinite() -> None:
+    with pytest.raises(InvalidInstances, match="instance 1 contains NaN or infinity"):
+        instances_to_tensor([[1, 2, 3], [1e39, 2, 3]], SPEC, 10)
