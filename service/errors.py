@@ -1,10 +1,14 @@
 """Domain errors. Core code raises these; ``service.api.errors`` maps them to JSON in one place.
 
 EraserError (500)
-├── BadRequest (400) ─── InvalidInstances (422)
+├── BadRequest (400) ─┬─ InvalidInstances (422)
+│                    ├─ InvalidCalibrationSet (422): an upload that cannot train a patch
+│                    └─ PayloadTooLarge (413)
 ├── Unauthorized (401), Forbidden (403)
 ├── NotFound (404) ─┬─ ModelNotFound
-│                   └─ PatchNotFound
+│                   ├─ PatchNotFound
+│                   ├─ JobNotFound
+│                   └─ CalibrationSetNotFound
 ├── Conflict (409) ─── StackConflict
 ├── RegistryError (500) ─── IntegrityError (hash or signature mismatch)
 ├── PatchLoadError (422): an artifact that cannot serve this model
@@ -43,6 +47,11 @@ class InvalidInstances(BadRequest):
     code = "invalid_instances"
 
 
+class InvalidCalibrationSet(BadRequest):
+    status_code = 422
+    code = "invalid_calibration_set"
+
+
 class PayloadTooLarge(BadRequest):
     status_code = 413
     code = "payload_too_large"
@@ -69,6 +78,14 @@ class ModelNotFound(NotFound):
 
 class PatchNotFound(NotFound):
     code = "patch_not_found"
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+
+class CalibrationSetNotFound(NotFound):
+    code = "calibration_set_not_found"
 
 
 class Conflict(EraserError):

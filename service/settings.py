@@ -144,6 +144,24 @@ class RuntimeSettings(BaseModel):
     )
 
 
+class TrainingSettings(BaseModel):
+    """Calibration uploads and the training job queue (read by the gateway and by workers)."""
+
+    queue: str = Field(default="eraser-training", description="RQ queue name")
+    max_calibration_rows: int = Field(default=100_000, ge=1, description="rows per calibration set")
+    max_calibration_mb: float = Field(default=64, gt=0, description="largest calibration upload")
+    job_timeout_s: int = Field(default=3600, ge=1, description="a job running longer is killed")
+    retries: int = Field(
+        default=1, ge=0, description="re-runs after a transient failure (never after bad input)"
+    )
+    result_ttl_s: int = Field(default=7 * 24 * 3600, ge=1, description="job records kept this long")
+    query_batch_size: int = Field(default=256, ge=1, description="rows per black-box call")
+    query_concurrency: int = Field(default=4, ge=1, description="black-box calls in flight")
+    cache_ttl_s: int = Field(
+        default=7 * 24 * 3600, ge=1, description="cached black-box outputs expire after this"
+    )
+
+
 class GatewaySettings(BaseSettings):
     """Everything the gateway reads at start-up."""
 
@@ -155,6 +173,7 @@ class GatewaySettings(BaseSettings):
     models: list[ModelConfig] = Field(default_factory=list)
     redis: RedisSettings = RedisSettings()
     runtime: RuntimeSettings = RuntimeSettings()
+    training: TrainingSettings = TrainingSettings()
     signing_key: SecretStr = Field(
         default=SecretStr(DEV_PLACEHOLDER), description="HMAC key for patch artifacts"
     )

@@ -11,6 +11,11 @@ Layout (``p`` is the prefix, ``eraser`` by default)::
     p:stack_revision:{model}           STRING  active stack revision, for cheap polling
     p:stack_history:{model}            LIST    previous stacks' JSON, newest first
     p:events                           channel StackEvent JSON after each compare-and-set
+    p:calibration:{sha256}             STRING  uploaded calibration file bytes, content-addressed
+    p:calibration_meta:{sha256}        STRING  CalibrationMeta JSON (format, rows, columns, ...)
+    p:report:{name}:{version}          HASH    training report: json, png (with the manifest)
+    p:job_version:{job_id}             STRING  "name:version" a job registered (idempotence)
+    p:bb_cache:{sha256}                STRING  cached black-box outputs (npy), expiring
 
 The kind of key comes before the free-form part, so a model name containing ``:`` can never
 collide with another kind of key. Patch names match ``NAME_PATTERN`` (no ``:``), so
@@ -51,6 +56,21 @@ class RegistryKeys:
 
     def stack_history(self, model: str) -> str:
         return f"{self.prefix}:stack_history:{model}"
+
+    def calibration(self, sha256: str) -> str:
+        return f"{self.prefix}:calibration:{sha256}"
+
+    def calibration_meta(self, sha256: str) -> str:
+        return f"{self.prefix}:calibration_meta:{sha256}"
+
+    def report(self, name: str, version: int) -> str:
+        return f"{self.prefix}:report:{name}:{version}"
+
+    def job_version(self, job_id: str) -> str:
+        return f"{self.prefix}:job_version:{job_id}"
+
+    def blackbox_cache(self, sha256: str) -> str:
+        return f"{self.prefix}:bb_cache:{sha256}"
 
     def events_channel(self) -> str:
         return f"{self.prefix}:events"
