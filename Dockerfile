@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# Gateway image: no PyTorch. The `standin` target adds scikit-learn to train the stand-in model.
+# Gateway image: no PyTorch. `worker` adds the CPU PyTorch build for training jobs; `standin`
+# adds scikit-learn to train the stand-in model.
 FROM python:3.11.11-slim-bookworm AS base
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 RUN useradd --create-home --uid 10001 eraser
@@ -16,6 +17,16 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=2s --retries=3 \
   CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/v2/health/live')"
 CMD ["eraser", "serve", "--host", "0.0.0.0", "--port", "8000"]
+
+# Training worker: the same code and settings as the gateway plus the `train` extra. PyTorch is
+# the CPU build (the PyPI wheel pulls multi-GB CUDA libraries), installed on its own layer first.
+FROM base AS worker
+RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
+ && pip install '.[train]'
+USER eraser
+HEALTHCHECK --interval=30s --timeout=5s --retries=3 \
+  CMD python -c "import os, redis; redis.Redis.from_url(os.environ['ERASER_REDIS__URL'], socket_timeout=3).ping()"
+CMD ["eraser", "worker"]
 
 FROM base AS standin
 RUN pip install . scikit-learn

@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 PYTHON ?= python3
 
-.PHONY: test demo bench-perf lint redis clean
+.PHONY: test demo bench-perf lint redis prometheus clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,10 +15,14 @@ $(STAMP): pyproject.toml
 redis: $(STAMP)
 	bash deploy/local/ensure-redis.sh $(PY)
 
+# The bias-metrics tests run a real Prometheus (Debian's package; they skip, saying why, without).
+prometheus:
+	bash deploy/prometheus/ensure-prometheus.sh >/dev/null || true
+
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
-test: lint redis
+test: lint redis prometheus
 	$(PY) -m pytest -q -rs
 
 demo: redis

@@ -12,6 +12,8 @@ differences of percentiles taken seconds apart on the same machine:
 4. concurrency  — a stand-in calibrated to a 20 ms direct p50 and a gateway whose patch takes
                   ≈10 ms at the batch sent (1 row by default): upstream and patch overlap, so
                   the end-to-end p50 should be ≈20 ms, not ≈30.
+5. distill      — ``eraser train distill`` on 1,000 COMPAS calibration rows, end to end
+                  (``bench.distill``): ``distill_compas_s``.
 
 This module is the CLI and the order of work; the parts live in ``bench.loadgen`` (wrk or a
 Python fallback), ``bench.measure`` (interleaved rounds), ``bench.servers`` (the processes),
@@ -30,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import MARKDOWN, PREDICT_HEADERS, PREFIX, RESULTS
+from bench.distill import measure_distill
 from bench.loadgen import choose_generator
 from bench.markdown import markdown_section, write_markdown
 from bench.measure import Bench, Measured
@@ -58,6 +61,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "with --quick .cache/bench/perf-quick.json)")  # fmt: skip
     parser.add_argument("--markdown", type=Path, help="default BENCHMARKS.md, none with --quick")
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument("--only", choices=("all", "gateway", "distill"), default="all",
+                        help="run a subset; results merge into the same JSON")  # fmt: skip
     parser.add_argument("--batch", type=int, default=1,
                         help="rows per concurrency request (the scenario is about overlap, "
                         "not payload size)")  # fmt: skip
@@ -72,6 +77,22 @@ def main(argv: list[str] | None = None) -> None:
     rounds = args.rounds or (1 if args.quick else 3)
     out = args.out or (CACHE / "bench" / "perf-quick.json" if args.quick else RESULTS)
     markdown = args.markdown or (None if args.quick else MARKDOWN)
+    result: dict[str, Any] = {}
+    if args.only in ("all", "gateway"):
+        result |= gateway_scenarios(args, argv, seconds, rounds, load_start)
+    if args.only in ("all", "distill"):
+        print("scenario 5: the COMPAS distillation job, end to end", flush=True)
+        result |= measure_distill(runs=1 if args.quick else 3)
+    merged = write_json(out, result)
+    if markdown is not None:
+        write_markdown(markdown, merged)
+    print(markdown_section(merged))
+
+
+def gateway_scenarios(
+    args: argparse.Namespace, argv: list[str], seconds: float, rounds: int, load_start: float
+) -> dict[str, Any]:
+    """Scenarios 1-4 (the gateway's own costs), with where and how they were taken."""
     name, generate = choose_generator(args.generator)
     warm_s = 1.0 if args.quick else 2.0
     bench = Bench(generate, PREDICT_HEADERS, seconds, warm_s=warm_s, rounds=rounds)
@@ -94,13 +115,9 @@ def main(argv: list[str] | None = None) -> None:
         slow, calibration = slow_phase(bench, rows, heavy)
     finally:
         clear_redis_prefix(PREFIX)
-    result = results(fast, slow, heavy.meta(), calibration) | {
+    return results(fast, slow, heavy.meta(), calibration) | {
         "perf_meta": machine_meta(name.split()[0], bench, argv, load_start),
     }
-    write_json(out, result)
-    if markdown is not None:
-        write_markdown(markdown, result)
-    print(markdown_section(result))
 
 
 def results(

@@ -23,6 +23,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "overhead_p99_ms": ("<=", 3.0),
     "throughput_vs_passthrough": (">=", 0.8),
     "concurrent_p50_ms": ("<=", 22.0),
+    "distill_compas_s": ("<=", 20.0),
 }
 
 

@@ -100,3 +100,17 @@ def compas_split(data: CompasData, seed: int = 0) -> Split:
     """The project's standard COMPAS split: 60/20/20, stratified by (target, race)."""
     strata = data.y * 2 + (data.race == RACES[1]).astype(np.int64)
     return split(len(data), seed=seed, strata=strata)
+
+
+def compas_calibration_csv(data: CompasData, idx: np.ndarray) -> bytes:
+    """Rows ``idx`` as an operator's calibration file: the model's features, the target and the
+    bias column, with class names as labels (what ``POST /patches`` expects)."""
+    from blackbox.model import CLASSES
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*data.feature_names, TARGET, BIAS])
+    for i in idx:
+        features = [f"{v:g}" for v in data.X[i]]
+        writer.writerow([*features, CLASSES[int(data.y[i])], data.race[i]])
+    return out.getvalue().encode()

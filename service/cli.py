@@ -7,7 +7,11 @@ import logging
 
 import typer
 
+from patch_training.cli import train_app, worker
+
 app = typer.Typer(help="Eraser Gateway: inference-time debiasing in front of a black-box model.")
+app.add_typer(train_app, name="train")
+app.command(help="Run a training worker (RQ) for the jobs that POST /patches queues.")(worker)
 
 
 @app.callback()

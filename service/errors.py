@@ -2,14 +2,20 @@
 
 EraserError (500)
 ├── BadRequest (400) ─┬─ InvalidInstances (422)
+│                    ├─ InvalidRequestBody (422): a JSON field inside a form is invalid
 │                    ├─ InvalidCalibrationSet (422): an upload that cannot train a patch
+│                    ├─ InvalidMonitoring (422), InvalidFeedback (422): bias monitoring
 │                    └─ PayloadTooLarge (413)
 ├── Unauthorized (401), Forbidden (403)
 ├── NotFound (404) ─┬─ ModelNotFound
 │                   ├─ PatchNotFound
 │                   ├─ JobNotFound
-│                   └─ CalibrationSetNotFound
-├── Conflict (409) ─── StackConflict
+│                   ├─ CalibrationSetNotFound
+│                   └─ RequestNotFound: feedback for an unknown/expired request id
+├── Conflict (409) ─┬─ StackConflict
+│                   ├─ PatchRejected: the validation gate refused this version
+│                   └─ FeedbackAlreadyRecorded
+├── MonitoringStoreUnavailable (503): the served-decision store did not answer
 ├── RegistryError (500) ─── IntegrityError (hash or signature mismatch)
 ├── PatchLoadError (422): an artifact that cannot serve this model
 ├── PatchFailed (503): a patch raised at request time
@@ -47,6 +53,11 @@ class InvalidInstances(BadRequest):
     code = "invalid_instances"
 
 
+class InvalidRequestBody(BadRequest):
+    status_code = 422
+    code = "invalid_request"
+
+
 class InvalidCalibrationSet(BadRequest):
     status_code = 422
     code = "invalid_calibration_set"
@@ -55,6 +66,20 @@ class InvalidCalibrationSet(BadRequest):
 class PayloadTooLarge(BadRequest):
     status_code = 413
     code = "payload_too_large"
+
+
+class InvalidMonitoring(BadRequest):
+    """A ``monitor`` field naming an undeclared attribute or group, or not one per instance."""
+
+    status_code = 422
+    code = "invalid_monitor"
+
+
+class InvalidFeedback(BadRequest):
+    """Feedback for an instance index or a label that the stored request does not have."""
+
+    status_code = 422
+    code = "invalid_feedback"
 
 
 class Unauthorized(EraserError):
@@ -88,6 +113,12 @@ class CalibrationSetNotFound(NotFound):
     code = "calibration_set_not_found"
 
 
+class RequestNotFound(NotFound):
+    """Feedback for a request id that was never issued, has expired or was evicted."""
+
+    code = "request_not_found"
+
+
 class Conflict(EraserError):
     status_code = 409
     code = "conflict"
@@ -95,6 +126,21 @@ class Conflict(EraserError):
 
 class StackConflict(Conflict):
     code = "stack_revision_conflict"
+
+
+class PatchRejected(Conflict):
+    code = "patch_rejected"
+
+
+class FeedbackAlreadyRecorded(Conflict):
+    code = "feedback_already_recorded"
+
+
+class MonitoringStoreUnavailable(EraserError):
+    """The served-decision store (Redis) did not answer in time."""
+
+    status_code = 503
+    code = "monitoring_store_unavailable"
 
 
 class RegistryError(EraserError):

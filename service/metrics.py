@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from service.monitoring.bias_metrics import BiasMetrics
+from service.monitoring.corrections import CorrectionMetrics
+
 LATENCY_BUCKETS = (
     0.0005,
     0.001,
@@ -81,3 +84,40 @@ class GatewayMetrics:
             ["model"],
             registry=r,
         )
+        self.patch_seconds = Histogram(
+            "eraser_patch_duration_seconds",
+            "Inference latency of each patch version in the serving stack",
+            ["model", "patch", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.active_patch = Gauge(
+            "eraser_active_patch_info",
+            "1 for each patch version (and alpha) of the stack revision this replica serves",
+            ["model", "revision", "patch", "version", "alpha"],
+            registry=r,
+        )
+        self.corrections = CorrectionMetrics(r)
+        self.bias = BiasMetrics(r)
+        self._active_labels: dict[str, list[tuple[str, ...]]] = {}
+
+    def init_model(self, model: str) -> None:
+        """Create a model's known series at zero when the gateway starts: Prometheus' rate() and
+        increase() only see changes after a series' first scrape (a first hot-load failure
+        would otherwise never raise an alert)."""
+        for outcome in ("success", "failure"):
+            self.hotloads.labels(model, outcome)
+        self.corrections.init_model(model)
+
+    def set_active_stack(self, model: str, revision: int, patches: list[dict[str, object]]) -> None:
+        """Replace the model's ``eraser_active_patch_info`` series with the new stack's."""
+        for labels in self._active_labels.pop(model, []):
+            self.active_patch.remove(*labels)
+        current = [
+            (model, str(revision), str(p["name"]), str(p["version"]), str(p["alpha"]))
+            for p in patches
+        ]
+        for labels in current:
+            self.active_patch.labels(*labels).set(1)
+        self._active_labels[model] = current
+        self.active_revision.labels(model).set(revision)

@@ -19,6 +19,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from service.monitoring.config import FeedbackSettings, ModelMonitoring
+
 DEV_PLACEHOLDER = "change-me"
 
 
@@ -100,6 +102,16 @@ class ModelConfig(BaseModel):
         default="error",
         description="if a patch cannot run: answer 503, or the raw output with debiased=false",
     )
+    monitoring: ModelMonitoring = Field(
+        default_factory=ModelMonitoring,
+        description="protected attributes callers may report for bias monitoring only",
+    )
+
+    @property
+    def positive_class(self) -> int:
+        """Index of the decision that bias metrics count as positive."""
+        name = self.monitoring.positive_class
+        return self.classes.index(name) if name is not None else len(self.classes) - 1
 
     @property
     def num_classes(self) -> int:
@@ -112,6 +124,13 @@ class ModelConfig(BaseModel):
             raise ValueError("sigmoid_logits models need exactly two class names (negative first)")
         if self.upstream.output_kind is not OutputKind.SIGMOID_LOGITS and len(self.classes) < 2:
             raise ValueError("a model needs at least two classes")
+        return self
+
+    @model_validator(mode="after")
+    def _positive_class_is_a_class(self) -> ModelConfig:
+        positive = self.monitoring.positive_class
+        if positive is not None and positive not in self.classes:
+            raise ValueError(f"monitoring.positive_class '{positive}' is not in {self.classes}")
         return self
 
 
@@ -174,11 +193,15 @@ class GatewaySettings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     runtime: RuntimeSettings = RuntimeSettings()
     training: TrainingSettings = TrainingSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
     signing_key: SecretStr = Field(
         default=SecretStr(DEV_PLACEHOLDER), description="HMAC key for patch artifacts"
     )
     predict_api_key: SecretStr = SecretStr(DEV_PLACEHOLDER)
     admin_api_key: SecretStr = SecretStr(DEV_PLACEHOLDER + "-admin")
+    feedback_api_key: SecretStr | None = Field(
+        default=None, description="optional key for POST /feedback (the admin key works too)"
+    )
     max_batch: int = Field(default=1024, ge=1, description="instances per request")
     max_artifact_mb: float = Field(default=256, gt=0, description="largest patch upload")
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+
+from blackbox.model import MlpWeights
 
 REDIS_URL = os.environ.get("ERASER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 SIGNING_KEY = b"test-signing-key"
@@ -38,3 +41,21 @@ def pytest_configure(config: pytest.Config) -> None:
 
     settings.register_profile("eraser", deadline=None)
     settings.load_profile("eraser")
+
+
+@pytest.fixture(scope="session")
+def blackbox_model(tmp_path_factory: pytest.TempPathFactory) -> MlpWeights:
+    """The stand-in COMPAS black box's weights (trained once per test session)."""
+    from blackbox.server import ensure_model
+
+    return ensure_model(Path(tmp_path_factory.mktemp("blackbox")) / "compas_mlp.npz")
+
+
+@pytest.fixture(scope="session")
+def blackbox_url(blackbox_model: MlpWeights) -> Iterator[str]:
+    """The stand-in served over OIP v2 on a loopback port, as model ``compas``."""
+    from blackbox.server import create_app
+    from tests.servers import running_server
+
+    with running_server(create_app(blackbox_model, name="compas")) as url:
+        yield url

@@ -2,22 +2,31 @@
 
 1. The stand-in black box (an MLP trained on COMPAS without race) serves OIP v2.
 2. The gateway starts in front of it, with Redis as its registry.
-3. A patch is distilled from the bundled calibration split (Eq. 17 targets from the black box's
-   answers, queried through the gateway's own upstream adapter; an MLP fitted to them),
-   registered over the operator API and activated.
-4. The held-out test split goes through `/predict`; raw vs fair group metrics are printed.
+3. A training worker (`eraser worker`) listens on the job queue.
+4. The bundled calibration split is uploaded to `POST /patches` as a CSV; the worker queries the
+   black box through the gateway's own upstream adapter, distils the Eraser patch, tunes α on a
+   held-out part, exports and registers it, and activates it because it passes the gate.
+5. The test split (never seen by the black box or the patch) goes through `/predict`; raw vs
+   fair group metrics are printed.
 """
 
 from __future__ import annotations
 
-import asyncio
+import time
 
 import httpx
 import numpy as np
 import orjson
 import yaml
 
-from blackbox.data import FEATURE_NAMES, CompasData, compas_split, load_compas
+from blackbox.data import (
+    BIAS,
+    TARGET,
+    CompasData,
+    compas_calibration_csv,
+    compas_split,
+    load_compas,
+)
 from blackbox.model import CLASSES
 from deploy.local.processes import (
     CACHE,
@@ -25,12 +34,9 @@ from deploy.local.processes import (
     free_port,
     launched,
     standin_model_config,
+    worker_listening,
 )
-from patch_training.export.mlp_onnx import fit_mlp_patch
-from service.eraser_math import distillation_targets
 from service.fairness_metrics import GroupReport, group_report
-from service.settings import ModelConfig
-from service.upstream.client import UpstreamClient
 
 PREFIX = "eraser-demo"
 KEYS = {"ERASER_PREDICT_API_KEY": "demo-predict-key", "ERASER_ADMIN_API_KEY": "demo-admin-key"}
@@ -56,56 +62,66 @@ def run_demo(prefix: str) -> dict[str, GroupReport]:
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(yaml.safe_dump({"models": [model]}))
     clear_redis_prefix(prefix)
-    env = {**KEYS, "ERASER_CONFIG_FILE": str(config), "ERASER_REDIS__KEY_PREFIX": prefix}
+    queue = f"{prefix}-training"
+    env = {
+        **KEYS,
+        "ERASER_CONFIG_FILE": str(config),
+        "ERASER_REDIS__KEY_PREFIX": prefix,
+        "ERASER_TRAINING__QUEUE": queue,
+    }
     gw_args = ["-m", "service.cli", "serve", "--port", str(gw_port)]
+    worker_args = ["-m", "service.cli", "worker"]
     print(f"black box  {bb_url}  (stand-in COMPAS MLP, race not an input)")
     with (
         launched(bb_args, f"{bb_url}/v2/health/ready", "demo-blackbox"),
         launched(gw_args, f"{gw_url}/v2/health/ready", "demo-gateway", env=env),
+        launched(worker_args, worker_listening(queue), "demo-worker", env=env),
         httpx.Client(base_url=gw_url, timeout=30) as gw,
     ):
         print(f"gateway    {gw_url}  (OpenAPI docs at {gw_url}/docs)")
-        _install_patch(gw, ModelConfig.model_validate(model), data, split.calib)
+        print(f"worker     eraser worker on queue {queue!r}")
+        _train_patch(gw, data, split.calib)
         return _report(gw, data, split.test)
 
 
-def _install_patch(
-    gw: httpx.Client, model: ModelConfig, data: CompasData, calib: np.ndarray
-) -> None:
-    x, y, race = data.X[calib], data.y[calib], data.race[calib]
-    log_m = asyncio.run(_query_black_box(model, x))
-    print(f"calibration: {len(calib)} rows queried through the upstream adapter")
-    blob = fit_mlp_patch(x, distillation_targets(log_m, y, race), hidden=(16,), seed=0)
-    spec = {
-        "kind": "eraser",
-        "model": model.name,
-        "classes": list(CLASSES),
-        "input_shape": [len(FEATURE_NAMES)],
-        "training_config": {"bias": "race", "demo": True},
-    }
+def _train_patch(gw: httpx.Client, data: CompasData, calib: np.ndarray) -> None:
+    """Upload the calibration split and follow the training job until it is done."""
+    spec = {"model": "compas", "target": TARGET, "bias": [BIAS], "name": "race-demo"}
     r = gw.post(
-        "/patches/race-demo/versions",
+        "/patches",
         headers=ADMIN,
-        data={"manifest": orjson.dumps(spec).decode()},
-        files={"artifact": ("race.onnx", blob, "application/octet-stream")},
+        data={"spec": orjson.dumps(spec | {"activate": True}).decode()},
+        files={"calibration": ("compas_calibration.csv", compas_calibration_csv(data, calib))},
     )
     r.raise_for_status()
-    version = r.json()["version"]
-    stack = gw.get(f"/models/{model.name}/stack", headers=ADMIN).json()["stack"]
-    body = {
-        "entries": [{"patch": "race-demo", "version": version, "alpha": 1.0}],
-        "expected_revision": stack["revision"],
-        "reason": "demo",
-    }
-    r = gw.put(f"/models/{model.name}/stack", headers=ADMIN, json=body)
-    r.raise_for_status()
-    revision = r.json()["stack"]["revision"]
-    print(f"patch race-demo v{version} registered and active at stack revision {revision}")
+    accepted = r.json()
+    print(f"calibration: {accepted['rows']} rows uploaded, job {accepted['job_id']} queued")
+    job = _wait_for_job(gw, accepted["status_url"])
+    for patch in job["result"]["patches"]:
+        fair, raw = patch["holdout"]["fair"], patch["holdout"]["raw"]
+        print(
+            f"patch {patch['name']} v{patch['version']}: {patch['status']} "
+            f"(held-out EO bias {raw['eo_bias']:.2f} -> {fair['eo_bias']:.2f} at "
+            f"alpha={patch['alpha']}), active: {patch['activated']}"
+        )
+        print(f"  report: {gw.base_url}/patches/{patch['name']}/versions/{patch['version']}/report")
+    print(f"training took {sum(job['result']['timings_s'].values()):.1f} s in the worker")
 
 
-async def _query_black_box(model: ModelConfig, x: np.ndarray) -> np.ndarray:
-    async with UpstreamClient(model) as upstream:
-        return await upstream.predict_many(x, batch_size=256, concurrency=4)
+def _wait_for_job(gw: httpx.Client, url: str, timeout_s: float = 300) -> dict:
+    deadline, shown = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
+        job = gw.get(url, headers=ADMIN).json()
+        stage = (job.get("progress") or {}).get("stage")
+        if stage != shown:
+            print(f"  job {job['state']}: {stage}")
+            shown = stage
+        if job["state"] == "finished":
+            return job
+        if job["state"] in ("failed", "stopped", "canceled"):
+            raise RuntimeError(f"training job {job['state']}: {job['error']}")
+        time.sleep(0.3)
+    raise TimeoutError(f"training job not finished after {timeout_s} s")
 
 
 def _report(gw: httpx.Client, data: CompasData, test: np.ndarray) -> dict[str, GroupReport]:

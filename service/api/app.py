@@ -11,9 +11,20 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.api import errors, routes_admin, routes_predict, routes_v2
+from patch_training.calibration import CalibrationStore
+from patch_training.jobs.queue import sync_redis
+from service.api import (
+    errors,
+    routes_admin,
+    routes_feedback,
+    routes_predict,
+    routes_training,
+    routes_v2,
+)
 from service.dataplane import Dataplane, blocking_runner
 from service.metrics import GatewayMetrics
+from service.monitoring.monitor import BiasMonitor
+from service.monitoring.store import ServedDecisionStore
 from service.registry.store import Registry
 from service.runtime.hotload import StackWatcher
 from service.settings import GatewaySettings, ModelConfig
@@ -44,6 +55,8 @@ def create_app(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
     app.include_router(routes_v2.health)
     app.include_router(routes_v2.router)
     app.include_router(routes_admin.router)
+    app.include_router(routes_feedback.router)
+    app.include_router(routes_training.router)
     app.add_api_route("/metrics", _metrics_endpoint, methods=["GET"], include_in_schema=False)
     return app
 
@@ -79,6 +92,10 @@ async def _running_gateway(
     )
     plane = Dataplane(settings, upstreams, watcher, metrics, executor)
     app.state.registry, app.state.dataplane = registry, plane
+    store = ServedDecisionStore(redis, settings.redis.key_prefix, settings.feedback)
+    app.state.bias_monitor = BiasMonitor(settings.models, metrics.bias, store)
+    app.state.calibrations = CalibrationStore(redis, settings.redis.key_prefix)
+    app.state.sync_redis = sync_redis(settings)  # RQ is synchronous; used from a thread pool
     try:
         await watcher.start()
         log.info("gateway ready for models %s", [m.name for m in settings.models])
@@ -88,6 +105,7 @@ async def _running_gateway(
         for client in upstreams.values():
             await client.close()
         executor.shutdown(wait=False, cancel_futures=True)
+        app.state.sync_redis.close()
         await redis.aclose()
 
 

@@ -37,3 +37,15 @@ async def require_predict(request: Request) -> None:
 
 async def require_admin(request: Request) -> None:
     check_key(request, request.app.state.settings.admin_api_key, "operator")
+
+
+async def require_feedback(request: Request) -> None:
+    """The admin key, or the separate feedback key so a labelling job needs no operator rights."""
+    settings = request.app.state.settings
+    key = presented_key(request)
+    feedback_key = settings.feedback_api_key
+    if key and feedback_key is not None and hmac.compare_digest(
+        key.encode(), feedback_key.get_secret_value().encode()
+    ):
+        return
+    check_key(request, settings.admin_api_key, "feedback or operator")

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+import orjson
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
+
+from service.errors import BadRequest, InvalidRequestBody
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -23,6 +26,19 @@ async def parse_body(request: Request, model: type[M]) -> M:
     except ValidationError as exc:
         errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
         raise RequestValidationError(errors) from None
+
+
+def parse_form_json(raw: str, model: type[M], field: str) -> M:
+    """A JSON document sent as a multipart form field (next to an uploaded file): not JSON is a
+    400, a bad field a 422 that names it as ``field.path``."""
+    try:
+        return model.model_validate(orjson.loads(raw))
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"{field} is not JSON: {exc}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidRequestBody(f"{field}.{where}: {first['msg']}") from None
 
 
 def documented_body(model: type[BaseModel]) -> dict[str, Any]:

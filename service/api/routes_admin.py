@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import orjson
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
-from pydantic import ValidationError
+from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 
 from service.api.auth import require_admin
+from service.api.bodies import parse_form_json
 from service.api.schemas import (
     PatchSummary,
     PatchVersionView,
@@ -17,7 +16,7 @@ from service.api.schemas import (
     StackView,
 )
 from service.dataplane import Dataplane
-from service.errors import BadRequest, InvalidInstances, PayloadTooLarge
+from service.errors import BadRequest, PatchNotFound, PayloadTooLarge
 from service.registry.models import PatchManifest, PatchSpec, Stack, StackEntry, utcnow
 from service.registry.signing import sha256_hex
 from service.registry.store import Registry
@@ -42,24 +41,13 @@ async def register_version(
     artifact: Annotated[UploadFile, File(description="the ONNX patch")],
 ) -> PatchManifest:
     """Validate a ready ONNX patch against its model (loads and runs it), then register it."""
-    spec = _parse_spec(manifest)
+    spec = parse_form_json(manifest, PatchSpec, "manifest")
     limit_mb = _plane(request).settings.max_artifact_mb
     if artifact.size is not None and artifact.size > limit_mb * 2**20:
         raise PayloadTooLarge(f"artifact is {artifact.size} bytes; the limit is {limit_mb} MB")
     blob = await artifact.read()
     await _validate_artifact(request, name, spec, blob)
     return await _registry(request).register_version(name, spec, blob)
-
-
-def _parse_spec(raw: str) -> PatchSpec:
-    try:
-        return PatchSpec.model_validate(orjson.loads(raw))
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"manifest is not JSON: {exc}") from None
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidInstances(f"manifest.{where}: {first['msg']}") from None
 
 
 async def _validate_artifact(request: Request, name: str, spec: PatchSpec, blob: bytes) -> None:
@@ -104,6 +92,24 @@ async def get_version(name: str, version: int, request: Request) -> PatchVersion
     registry = _registry(request)
     manifest = await registry.get_manifest(name, version)
     return PatchVersionView(manifest=manifest, status=await registry.get_status(name, version))
+
+
+@router.get(
+    "/patches/{name}/versions/{version}/report",
+    responses={200: {"content": {"application/json": {}, "image/png": {}}}},
+)
+async def get_report(name: str, version: int, request: Request, format: str = "json") -> Response:
+    """The training report: held-out metrics (JSON) or its plot (``?format=png`` or
+    ``Accept: image/png``)."""
+    report = await _registry(request).get_report(name, version)
+    wants_png = format == "png" or "image/png" in request.headers.get("accept", "")
+    if format not in ("json", "png"):
+        raise BadRequest(f"format must be json or png, not {format!r}")
+    if wants_png:
+        if report.png is None:
+            raise PatchNotFound(f"patch {name!r} version {version} has no report plot")
+        return Response(report.png, media_type="image/png")
+    return Response(report.json_bytes, media_type="application/json")
 
 
 @router.get("/models/{model}/stack", response_model=StackView)

@@ -12,6 +12,7 @@ from service.api.schemas import PredictRequest, PredictResponse
 from service.dataplane import Dataplane, Prediction
 from service.eraser_math import softmax_from_log
 from service.instances import instances_to_tensor
+from service.monitoring.monitor import BiasMonitor
 
 router = APIRouter(tags=["predict"], dependencies=[Depends(require_predict)])
 
@@ -27,8 +28,17 @@ async def predict(request: Request) -> Response:
     plane: Dataplane = request.app.state.dataplane
     model = plane.model(body.model)
     x = instances_to_tensor(body.instances, model.input, plane.settings.max_batch)
+    if body.monitor is None:  # the hot path: no monitoring work at all
+        result = await plane.predict(model.name, x, route="predict")
+        return json_response(render(result, body.return_raw), result.stack.revision)
+    monitor: BiasMonitor = request.app.state.bias_monitor
+    groups = monitor.columns(model, body.monitor, len(x))
     result = await plane.predict(model.name, x, route="predict")
-    return json_response(render(result, body.return_raw), result.stack.revision)
+    content = render(result, body.return_raw)
+    content["request_id"] = await monitor.observe(
+        model, result.raw_log_probs, result.fair_log_probs, groups
+    )
+    return json_response(content, result.stack.revision)
 
 
 def json_response(content: dict, revision: int) -> Response:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
+from pydantic import TypeAdapter, ValidationError
 
 from service.api.auth import require_predict
 from service.api.bodies import documented_body, parse_body
@@ -16,14 +17,16 @@ from service.api.routes_predict import json_response
 from service.api.schemas import V2InferRequest, V2InferResponse
 from service.dataplane import Dataplane, Prediction
 from service.eraser_math import from_log_probs
-from service.errors import InvalidInstances
+from service.errors import InvalidInstances, InvalidMonitoring
 from service.instances import check_batch_size, check_finite
+from service.monitoring.monitor import BiasMonitor
 from service.settings import ModelConfig
 
 health = APIRouter(tags=["v2 health"])
 router = APIRouter(tags=["v2"], dependencies=[Depends(require_predict)])
 
 DEFAULT_OUTPUT = "output-0"
+MONITOR_ROWS = TypeAdapter(list[dict[str, str]])
 
 
 @health.get("/v2/health/live")
@@ -77,9 +80,30 @@ async def infer(model: str, request: Request) -> Response:
     plane: Dataplane = request.app.state.dataplane
     cfg = plane.model(model)
     x = input_tensor(body, cfg, plane.settings.max_batch)
+    parameters = body.parameters or {}
+    return_raw = bool(parameters.get("return_raw", False))
+    if "monitor" not in parameters:  # the hot path: no monitoring work at all
+        result = await plane.predict(cfg.name, x, route="v2")
+        return json_response(render(body, result, return_raw), result.stack.revision)
+    monitor: BiasMonitor = request.app.state.bias_monitor
+    groups = monitor.columns(cfg, monitor_rows(parameters["monitor"]), len(x))
     result = await plane.predict(cfg.name, x, route="v2")
-    return_raw = bool((body.parameters or {}).get("return_raw", False))
-    return json_response(render(body, result, return_raw), result.stack.revision)
+    content = render(body, result, return_raw)
+    content["parameters"]["eraser_request_id"] = await monitor.observe(
+        cfg, result.raw_log_probs, result.fair_log_probs, groups
+    )
+    return json_response(content, result.stack.revision)
+
+
+def monitor_rows(value: object) -> list[dict[str, str]]:
+    """``parameters.monitor``: one object of attribute → group per instance (as in /predict)."""
+    try:
+        return MONITOR_ROWS.validate_python(value)
+    except ValidationError as exc:
+        raise InvalidMonitoring(
+            "parameters.monitor must be a list of {attribute: group} objects, one per instance: "
+            f"{exc.errors(include_url=False)[0]['msg']}"
+        ) from None
 
 
 def output_name(cfg: ModelConfig) -> str:

@@ -17,6 +17,12 @@ class PredictRequest(BaseModel):
         description="lists shaped like the model's input, or objects keyed by feature name"
     )
     return_raw: bool = Field(default=False, description="also return the upstream's probabilities")
+    monitor: list[dict[str, str]] | None = Field(
+        default=None,
+        description="monitoring only, one object per instance, e.g. {\"race\": \"...\"}: "
+        "protected attributes counted in bias metrics, never sent upstream or to a patch; "
+        "the answer then carries a request_id for POST /feedback",
+    )
 
 
 class PatchRef(BaseModel):
@@ -37,6 +43,25 @@ class PredictResponse(BaseModel):
     patches: list[PatchRef]
     debiased: bool
     predictions: list[InstancePrediction]
+    request_id: str | None = Field(
+        default=None, description="with a monitor field: the id that POST /feedback takes"
+    )
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(max_length=64, description="request_id of a monitored answer")
+    index: int = Field(ge=0, description="the instance's position in that request")
+    label: str = Field(description="the true class name")
+
+
+class FeedbackResponse(BaseModel):
+    request_id: str
+    index: int
+    model: str
+    label: str
+    correct: dict[str, bool] = Field(description="per stage (raw, fair): was the decision right")
 
 
 class V2Tensor(BaseModel):

@@ -3,24 +3,32 @@
 from service.registry.keys import RegistryKeys
 from service.registry.models import (
     NAME_PATTERN,
+    REJECTED,
+    VALIDATED,
     PatchKind,
     PatchManifest,
+    PatchReport,
     PatchSpec,
     Stack,
     StackEntry,
     StackEvent,
+    VersionStatus,
 )
 from service.registry.store import HISTORY_LENGTH, Registry
 
 __all__ = [
     "HISTORY_LENGTH",
     "NAME_PATTERN",
+    "REJECTED",
+    "VALIDATED",
     "PatchKind",
     "PatchManifest",
+    "PatchReport",
     "PatchSpec",
     "Registry",
     "RegistryKeys",
     "Stack",
     "StackEntry",
     "StackEvent",
+    "VersionStatus",
 ]

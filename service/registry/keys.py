@@ -14,7 +14,7 @@ Layout (``p`` is the prefix, ``eraser`` by default)::
     p:calibration:{sha256}             STRING  uploaded calibration file bytes, content-addressed
     p:calibration_meta:{sha256}        STRING  CalibrationMeta JSON (format, rows, columns, ...)
     p:report:{name}:{version}          HASH    training report: json, png (with the manifest)
-    p:job_version:{job_id}             STRING  "name:version" a job registered (idempotence)
+    p:job_version:{job_id}:{name}      STRING  version a training job registered (idempotence)
     p:bb_cache:{sha256}                STRING  cached black-box outputs (npy), expiring
 
 The kind of key comes before the free-form part, so a model name containing ``:`` can never
@@ -66,8 +66,8 @@ class RegistryKeys:
     def report(self, name: str, version: int) -> str:
         return f"{self.prefix}:report:{name}:{version}"
 
-    def job_version(self, job_id: str) -> str:
-        return f"{self.prefix}:job_version:{job_id}"
+    def job_version(self, job_id: str, name: str) -> str:
+        return f"{self.prefix}:job_version:{job_id}:{name}"
 
     def blackbox_cache(self, sha256: str) -> str:
         return f"{self.prefix}:bb_cache:{sha256}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -9,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 PatchKind = Literal["eraser", "poisoner", "fmd", "custom"]
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+STATUS_RE = re.compile(r"^[a-z][a-z_]{0,31}$")
+VALIDATED, REJECTED = "validated", "rejected"
 
 
 def utcnow() -> datetime:
@@ -75,3 +78,28 @@ class StackEvent(BaseModel):
 
     model: str
     revision: int
+
+
+class VersionStatus(BaseModel):
+    """Mutable verdict on a version, kept outside the signed manifest (a gate or an operator)."""
+
+    status: str = Field(pattern=STATUS_RE.pattern)
+    reason: str = ""
+
+    def as_mapping(self) -> dict[str, str]:
+        return {"status": self.status, "reason": self.reason, "updated_at": utcnow().isoformat()}
+
+
+class PatchReport(BaseModel):
+    """A training job's report: metrics JSON and a PNG plot, stored with the version."""
+
+    json_bytes: bytes
+    png: bytes | None = None
+
+    def as_mapping(self) -> dict[str, bytes]:
+        mapping = {"json": self.json_bytes}
+        return mapping if self.png is None else mapping | {"png": self.png}
+
+    @classmethod
+    def from_mapping(cls, mapping: dict[str, bytes]) -> PatchReport:
+        return cls(json_bytes=mapping["json"], png=mapping.get("png"))

@@ -21,17 +21,22 @@ from service.errors import (
     Conflict,
     IntegrityError,
     PatchNotFound,
+    PatchRejected,
     RegistryError,
     StackConflict,
 )
 from service.registry.keys import RegistryKeys
 from service.registry.models import (
     NAME_PATTERN,
+    REJECTED,
+    STATUS_RE,
     PatchManifest,
+    PatchReport,
     PatchSpec,
     Stack,
     StackEntry,
     StackEvent,
+    VersionStatus,
     utcnow,
 )
 from service.registry.signing import canonical_json, sha256_hex, sign, verify
@@ -41,7 +46,6 @@ log = logging.getLogger(__name__)
 HISTORY_LENGTH = 100
 DEFAULT_STATUS = "registered"
 _NAME_RE = re.compile(NAME_PATTERN)
-_STATUS_RE = re.compile(r"^[a-z][a-z_]{0,31}$")
 
 # Compare-and-set of a model's stack, atomic because Redis runs a script without interleaving.
 # KEYS: stack, revision, history.  ARGV: expected revision, new stack JSON, JSON of the empty
@@ -59,6 +63,25 @@ redis.call('SET', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[2], current + 1)
 redis.call('PUBLISH', ARGV[5], ARGV[6])
 return {1, current + 1}
+"""
+
+# Registration of a version, atomic: the manifest only if its number is free (SET NX), and with
+# it — never without it — the name, status, report and job marker. (MULTI/EXEC would run the
+# rest even when SET NX fails.) KEYS: manifest, patches, status, report, job marker.
+# ARGV: manifest JSON, name, version, status, reason, updated_at, report json, report png,
+# write-marker flag; an empty string skips that part.
+_REGISTER_SCRIPT = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then
+  return 0
+end
+redis.call('SADD', KEYS[2], ARGV[2])
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[3], 'status', ARGV[4], 'reason', ARGV[5], 'updated_at', ARGV[6])
+end
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[4], 'json', ARGV[7]) end
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[4], 'png', ARGV[8]) end
+if ARGV[9] ~= '' then redis.call('SET', KEYS[5], ARGV[3]) end
+return 1
 """
 
 
@@ -89,6 +112,7 @@ class Registry:
         self._key = bytes(signing_key)
         self._keys = RegistryKeys(prefix)
         self._cas = redis.register_script(_CAS_SCRIPT)
+        self._register = redis.register_script(_REGISTER_SCRIPT)
 
     @property
     def keys(self) -> RegistryKeys:
@@ -97,26 +121,61 @@ class Registry:
 
     # ------------------------------------------------------------------ patch versions
 
-    async def register_version(self, name: str, spec: PatchSpec, blob: bytes) -> PatchManifest:
+    async def register_version(
+        self,
+        name: str,
+        spec: PatchSpec,
+        blob: bytes,
+        *,
+        status: VersionStatus | None = None,
+        report: PatchReport | None = None,
+        job_id: str | None = None,
+    ) -> PatchManifest:
         """Store ``blob`` and a signed manifest as the next version of ``name``.
 
-        The blob is written first, so a crash never leaves a manifest without its blob; a crash
-        after INCR only leaves a gap in the version numbers, which readers skip.
+        The manifest, its status, its report and the job marker are written in one MULTI, so a
+        trainer killed at any point leaves either a complete version or none. The blob is
+        written first (content-addressed, harmless alone); a crash after INCR only leaves a gap
+        in the version numbers, which readers skip. With ``job_id``, a retried job gets back the
+        version its earlier attempt registered instead of a duplicate.
         """
         _check_name(name)
         if not blob:
             raise BadRequest("a patch blob must not be empty", name=name)
+        if job_id is not None and (done := await self._job_version(job_id, name)) is not None:
+            return done
         digest = await self._put_blob(blob)
         version = int(await self._redis.incr(self._keys.version_counter(name)))
         manifest = self._signed_manifest(name, version, spec, digest, len(blob))
-        payload = _dump(manifest)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._keys.manifest(name, version), payload, nx=True)
-            pipe.sadd(self._keys.patches(), name)
-            created, _ = await pipe.execute()
-        if not created:
+        keys = [
+            self._keys.manifest(name, version),
+            self._keys.patches(),
+            self._keys.status(name, version),
+            self._keys.report(name, version),
+            self._keys.job_version(job_id or "-", name),
+        ]
+        status_args = list(status.as_mapping().values()) if status else ["", "", ""]
+        report_args = [report.json_bytes, report.png or b""] if report else ["", ""]
+        args = [_dump(manifest), name, version, *status_args, *report_args, job_id or ""]
+        if not await self._register(keys=keys, args=args):
             raise RegistryError(f"manifest {name} v{version} already exists", name=name)
         return manifest
+
+    async def _job_version(self, job_id: str, name: str) -> PatchManifest | None:
+        raw = await self._redis.get(self._keys.job_version(job_id, name))
+        return None if raw is None else await self.get_manifest(name, int(raw))
+
+    async def get_report(self, name: str, version: int) -> PatchReport:
+        """The training report stored with a version; PatchNotFound if it has none."""
+        await self._require_manifest(name, version)
+        stored = await self._redis.hgetall(self._keys.report(name, version))
+        if not stored:
+            raise PatchNotFound(
+                f"patch {name!r} version {version} has no training report",
+                patch=name,
+                version=version,
+            )
+        return PatchReport.from_mapping({_text(k): v for k, v in stored.items()})
 
     async def _put_blob(self, blob: bytes) -> str:
         """Content-addressed write; identical content is stored once.
@@ -227,10 +286,10 @@ class Registry:
     async def set_status(self, name: str, version: int, status: str, reason: str = "") -> None:
         """Mark a version (e.g. "rejected" by a validation gate); kept outside the signed,
         immutable manifest so it can change."""
-        if not isinstance(status, str) or not _STATUS_RE.fullmatch(status):
-            raise BadRequest(f"invalid status {status!r}: must match {_STATUS_RE.pattern}")
+        if not isinstance(status, str) or not STATUS_RE.fullmatch(status):
+            raise BadRequest(f"invalid status {status!r}: must match {STATUS_RE.pattern}")
         await self._require_manifest(name, version)
-        mapping = {"status": status, "reason": reason, "updated_at": utcnow().isoformat()}
+        mapping = VersionStatus(status=status, reason=reason).as_mapping()
         await self._redis.hset(self._keys.status(name, version), mapping=mapping)
 
     async def get_status(self, name: str, version: int) -> dict[str, str]:
@@ -295,6 +354,17 @@ class Registry:
             if classes is not None and manifest.classes != classes:
                 raise BadRequest("stack entries disagree on the class order", model=model)
             classes = manifest.classes
+            await self._refuse_rejected(entry)
+
+    async def _refuse_rejected(self, entry: StackEntry) -> None:
+        """A version the validation gate rejected never becomes active, rollback included."""
+        status = await self.get_status(entry.patch, entry.version)
+        if status["status"] == REJECTED:
+            raise PatchRejected(
+                f"patch {entry.patch} v{entry.version} was rejected: {status['reason']}",
+                patch=entry.patch,
+                version=entry.version,
+            )
 
     async def _compare_and_set(
         self, model: str, entries: list[StackEntry], expected_revision: int, reason: str

@@ -135,7 +135,7 @@ class StackWatcher:
             }
         )
         self.metrics.hotloads.labels(model, "success").inc()
-        self.metrics.active_revision.labels(model).set(loaded.revision)
+        self.metrics.set_active_stack(model, loaded.revision, loaded.describe())
         log.info(
             "model %s now serves stack revision %d: %s", model, loaded.revision, loaded.describe()
         )

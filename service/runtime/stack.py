@@ -6,6 +6,8 @@ revisions inside one answer.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -57,10 +59,20 @@ class LoadedStack:
         one = sum(p.session.estimated_seconds(1) for p in self.patches)
         return one, sum(p.session.estimated_seconds(2) for p in self.patches) - one
 
-    def run(self, x: np.ndarray) -> list[np.ndarray]:
+    def run(
+        self, x: np.ndarray, on_patch: Callable[[LoadedPatch, float], None] | None = None
+    ) -> list[np.ndarray]:
         """Every patch's log G(x), in stack order. Blocking: the data plane runs it on the loop
-        only when ``estimated_seconds`` says it is cheaper than a thread hop."""
-        return [p.session.run(x) for p in self.patches]
+        only when ``estimated_seconds`` says it is cheaper than a thread hop. ``on_patch``
+        receives each patch and its inference time in seconds (per-patch latency metrics)."""
+        if on_patch is None:
+            return [p.session.run(x) for p in self.patches]
+        outputs = []
+        for patch in self.patches:
+            start = time.perf_counter()
+            outputs.append(patch.session.run(x))
+            on_patch(patch, time.perf_counter() - start)
+        return outputs
 
 
 class SessionCache:

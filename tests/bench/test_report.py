@@ -77,6 +77,8 @@ def test_markdown_section_has_one_row_per_metric_and_says_how_it_calibrated() ->
                                    "tries": [{"delay_ms": 20.0, "p50_ms": 21.04},
                                              {"delay_ms": 19.0, "p50_ms": 20.02}],
                                    "delay_ms": 19.0, "converged": True}  # fmt: skip
+    run = {"wall_s": 7.1, "stages_s": {"query": 0.1, "train": 2.8}}
+    res["distill_compas"] = {"rows": 1000, "target_s": 20.0, "runs": [run]}
     text = markdown_section(res)
     assert text.startswith(MD_START) and text.endswith(MD_END)
     assert text.count("\n| ") == len(TABLE_ROWS) + 1  # header + rows (separator starts "|-")
@@ -84,3 +86,4 @@ def test_markdown_section_has_one_row_per_metric_and_says_how_it_calibrated() ->
     assert "20 ms → p50 21.04 ms; 19 ms → p50 20.02 ms" in text
     assert "depth=780" in text and "not within" not in text
     assert "load average was 0.10 at the start and 0.90 at the end" in text
+    assert "Median of 1 runs (7.10 s); the job's own stages (s): query 0.10, train 2.80" in text

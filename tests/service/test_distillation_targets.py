@@ -44,3 +44,25 @@ def test_a_class_missing_entirely_is_dropped_from_the_average() -> None:
     b = np.array([0, 0])
     t = distillation_targets(log_m, y, b)
     np.testing.assert_allclose(t[0], softmax((log_m[0] + log_m[1]) / 2), atol=1e-12)
+
+
+def test_reference_means_are_used_for_held_out_rows() -> None:
+    ref_m = np.log(np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]]))
+    ref_y = np.array([0, 1, 0, 1])
+    ref_b = np.array(["a", "a", "b", "b"])
+    held = np.log(np.array([[0.5, 0.5], [0.1, 0.9]]))
+    t = distillation_targets(held, np.array([0, 1]), np.array(["b", "a"]), (ref_m, ref_y, ref_b))
+    # Held-out row 0 (y=0, b=b) contrasts with the reference's class-1/bias-b mean: row 3.
+    np.testing.assert_allclose(t[0], softmax((held[0] + ref_m[3]) / 2), atol=1e-12)
+    np.testing.assert_allclose(t[1], softmax((held[1] + ref_m[0]) / 2), atol=1e-12)
+
+
+def test_a_bias_value_the_reference_never_saw_uses_class_means() -> None:
+    ref_m = np.log(np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.4, 0.6]]))
+    ref_y = np.array([0, 1, 0, 1])
+    ref_b = np.array(["a", "a", "b", "b"])
+    held = np.log(np.array([[0.7, 0.3]]))
+    t = distillation_targets(held, np.array([0]), np.array(["c"]), (ref_m, ref_y, ref_b))
+    class1_mean = (ref_m[1] + ref_m[3]) / 2
+    np.testing.assert_allclose(t[0], softmax((held[0] + class1_mean) / 2), atol=1e-12)
+    assert np.isfinite(t).all()

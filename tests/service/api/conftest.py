@@ -6,8 +6,7 @@ The chain follows the app's own: settings (own Redis prefix) → app with lifesp
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import httpx
 import numpy as np
@@ -15,33 +14,19 @@ import pytest
 from fastapi import FastAPI
 
 from blackbox.data import FEATURE_NAMES
-from blackbox.model import CLASSES, MlpWeights
-from blackbox.server import create_app as create_blackbox
-from blackbox.server import ensure_model
+from blackbox.model import CLASSES
 from deploy.local.processes import standin_model_config
 from patch_training.export.mlp_onnx import mlp_to_onnx
 from service.api.app import create_app
 from service.metrics import GatewayMetrics
 from service.settings import GatewaySettings
 from tests.conftest import REDIS_URL, SIGNING_KEY
-from tests.servers import running_server
 
 PREDICT_KEY = "predict-key-for-tests"
 ADMIN_KEY = "admin-key-for-tests"
 PREDICT = {"Authorization": f"Bearer {PREDICT_KEY}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 MODEL = "compas"
-
-
-@pytest.fixture(scope="session")
-def blackbox_model(tmp_path_factory: pytest.TempPathFactory) -> MlpWeights:
-    return ensure_model(Path(tmp_path_factory.mktemp("blackbox")) / "compas_mlp.npz")
-
-
-@pytest.fixture(scope="session")
-def blackbox_url(blackbox_model: MlpWeights) -> Iterator[str]:
-    with running_server(create_blackbox(blackbox_model, name=MODEL)) as url:
-        yield url
 
 
 def model_config(upstream_url: str, **upstream: object) -> dict:

@@ -1,0 +1,76 @@
+"""Choosing the patch strength α on held-out calibration data (DESIGN.md: Eq. 19 with α).
+
+α = 1 is the paper's rule; a distilled patch is only an estimate of the bias, so a smaller or
+larger α can trade bias against accuracy better. The rule, applied on the held-out part only:
+among the α whose equalized-odds bias is not above the α = 1 value and whose average-group
+accuracy is within the validation gate's tolerance of the raw model's, take the best worst-group
+accuracy; ties go to the better average-group accuracy, then to the α closest to 1. When no α
+qualifies, α = 1 (and the gate will say why it fails). The whole curve is kept for the report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.eraser_math import fair_log_probs
+from service.fairness_metrics import GroupReport, group_report
+
+DEFAULT_GRID: tuple[float, ...] = tuple(np.round(np.arange(0.0, 2.01, 0.125), 3))
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class AlphaPoint:
+    alpha: float
+    report: GroupReport
+
+
+@dataclass(frozen=True)
+class AlphaChoice:
+    alpha: float
+    curve: list[AlphaPoint]
+    rule: str = (
+        "max worst-group accuracy s.t. EO bias <= its alpha=1 value and avg-group accuracy "
+        "within the gate's tolerance of raw"
+    )
+
+    def at(self, alpha: float) -> GroupReport:
+        return next(p.report for p in self.curve if np.isclose(p.alpha, alpha))
+
+
+def alpha_curve(
+    log_m: np.ndarray,
+    log_g: np.ndarray,
+    y: np.ndarray,
+    b: np.ndarray,
+    grid: Sequence[float] = DEFAULT_GRID,
+) -> list[AlphaPoint]:
+    """Group metrics of ``argmax(ℓ − α log G)`` for every α in the grid (0 and 1 always in)."""
+    alphas = sorted({0.0, 1.0, *(float(a) for a in grid)})
+    points = []
+    for alpha in alphas:
+        pred = np.argmax(fair_log_probs(log_m, [log_g], [alpha]), axis=1)
+        points.append(AlphaPoint(alpha, group_report(y, pred, b)))
+    return points
+
+
+def choose_alpha(curve: list[AlphaPoint], max_avg_acc_drop_pp: float) -> AlphaChoice:
+    """Apply the module's rule to a curve from ``alpha_curve``."""
+    at_one = next(p.report for p in curve if p.alpha == 1.0)
+    floor = next(p.report for p in curve if p.alpha == 0.0).avg_group_acc
+    floor -= max_avg_acc_drop_pp / 100
+    allowed = [
+        p
+        for p in curve
+        if p.report.eo_bias <= at_one.eo_bias + _EPS and p.report.avg_group_acc >= floor - _EPS
+    ]
+    if not allowed:
+        return AlphaChoice(alpha=1.0, curve=curve)
+    best = max(
+        allowed,
+        key=lambda p: (p.report.worst_group_acc, p.report.avg_group_acc, -abs(p.alpha - 1.0)),
+    )
+    return AlphaChoice(alpha=best.alpha, curve=curve)

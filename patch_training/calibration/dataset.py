@@ -1,0 +1,51 @@
+"""What a calibration file becomes once read: arrays a patch trainer can use directly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+Format = Literal["csv", "parquet", "npz", "zip"]
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A reader's output before label checks: the model input and raw label values per column.
+
+    Label values stay Python objects (str, int, float, None) so that every format shares one
+    set of missing-value and class-mapping rules in ``labels``.
+    """
+
+    x: np.ndarray
+    labels: dict[str, list[object]]
+
+
+@dataclass(frozen=True, eq=False)
+class CalibrationSet:
+    """A validated calibration set; ``sha256`` names the exact uploaded bytes it came from.
+
+    ``eq=False``: element-wise numpy comparison has no single truth value, so sets compare by
+    identity (compare ``sha256`` to ask whether two came from the same file).
+    """
+
+    x: np.ndarray  # float32 [N, *model.input.shape], rows in file order
+    y: np.ndarray  # int64 [N], index into model.classes
+    bias: dict[str, np.ndarray]  # bias column -> [N] str group values
+    sha256: str
+    format: Format
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def subset(self, idx: np.ndarray) -> CalibrationSet:
+        """Rows ``idx`` (e.g. a train/validation split) with every array kept aligned; the
+        provenance stays that of the whole upload."""
+        return CalibrationSet(
+            x=self.x[idx],
+            y=self.y[idx],
+            bias={name: values[idx] for name, values in self.bias.items()},
+            sha256=self.sha256,
+            format=self.format,
+        )

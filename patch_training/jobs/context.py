@@ -1,0 +1,58 @@
+"""What a running job needs from the outside world, opened and closed in one place."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from patch_training.blackbox import OutputCache
+from patch_training.calibration import CalibrationStore
+from patch_training.jobs.progress import JobProgress
+from service.errors import ModelNotFound
+from service.registry.store import Registry
+from service.settings import GatewaySettings, ModelConfig
+
+
+@dataclass(frozen=True)
+class JobContext:
+    settings: GatewaySettings
+    registry: Registry
+    calibrations: CalibrationStore
+    cache: OutputCache
+    progress: JobProgress
+    job_id: str | None = None  # makes registration idempotent across retries of one job
+
+    def model(self, name: str) -> ModelConfig:
+        """The model as this process's settings describe it (the gateway's own table)."""
+        model = self.settings.model(name)
+        if model is None:
+            known = [m.name for m in self.settings.models]
+            raise ModelNotFound(f"model {name!r} is not configured here (known: {known})")
+        return model
+
+
+@asynccontextmanager
+async def open_context(
+    settings: GatewaySettings, progress: JobProgress, job_id: str | None = None
+) -> AsyncIterator[JobContext]:
+    """Redis-backed registry, calibration store and output cache on one connection pool."""
+    redis = aioredis.Redis.from_url(
+        settings.redis.url,
+        socket_timeout=settings.redis.socket_timeout_s,
+        socket_connect_timeout=settings.redis.connect_timeout_s,
+    )
+    prefix = settings.redis.key_prefix
+    try:
+        yield JobContext(
+            settings=settings,
+            registry=Registry(redis, settings.signing_key.get_secret_value().encode(), prefix),
+            calibrations=CalibrationStore(redis, prefix),
+            cache=OutputCache(redis, prefix, settings.training.cache_ttl_s),
+            progress=progress,
+            job_id=job_id,
+        )
+    finally:
+        await redis.aclose()

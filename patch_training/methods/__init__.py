@@ -1,0 +1,1 @@
+"""One module per patch-training method (DESIGN.md "Patch kinds"); ``eraser`` for now."""

@@ -1,0 +1,191 @@
+"""Fit a patch net G to the Eraser's soft targets t(x) by minimising KL(t ‖ G) (paper Eq. 18)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from patch_training.nets.torch_env import resolve_device
+
+# An epoch must beat the best val KL by this relative margin to reset patience; otherwise
+# float noise in a converged fit keeps "improving" by 1e-9 and early stopping never fires.
+_REL_IMPROVEMENT = 1e-4
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    epochs: int = 300
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    patience: int = 20
+    seed: int = 0
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+
+    def __post_init__(self) -> None:
+        if min(self.epochs, self.batch_size, self.patience) < 1 or self.lr <= 0:
+            raise ValueError(f"epochs, batch_size, patience must be >= 1 and lr > 0: {self}")
+
+
+@dataclass(frozen=True)
+class FitResult:
+    best_epoch: int
+    epochs_run: int
+    best_val_kl: float
+    history: list[tuple[float, float]]  # (train KL, val KL) per epoch
+    seconds: float
+    device: str
+
+
+def kl_rows(t: torch.Tensor, log_g: torch.Tensor) -> torch.Tensor:
+    """Per-row KL(t ‖ G) = Σ t·(log t − log G), with 0·log 0 = 0 for one-hot-ish targets.
+
+    Same gradient as soft-target cross-entropy (the target entropy is a constant), but the
+    reported value is 0 at a perfect fit, so it is comparable across data sets.
+    """
+    return (torch.special.xlogy(t, t) - t * log_g).sum(dim=1)
+
+
+def _device_of(net: nn.Module) -> torch.device:
+    return next(iter(net.parameters()), torch.empty(0)).device
+
+
+def predict_log(net: nn.Module, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """log G(x) as float32 [N, K] on the host, in eval mode (BatchNorm uses running stats,
+    exactly what the exported graph computes)."""
+    net.eval()
+    device = _device_of(net)
+    xs = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    with torch.no_grad():
+        outs = [net(xs[i : i + batch_size].to(device)).cpu() for i in range(0, len(xs), batch_size)]
+    return torch.cat(outs).numpy()
+
+
+def _eval_kl(net: nn.Module, x: torch.Tensor, t: torch.Tensor, batch_size: int) -> float:
+    """Mean KL over a whole set, accumulated in float64 so it does not depend on batching."""
+    net.eval()
+    total = torch.zeros((), dtype=torch.float64, device=x.device)
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            total += kl_rows(t[i : i + batch_size], net(x[i : i + batch_size])).double().sum()
+    return float(total) / len(x)
+
+
+def _train_epoch(
+    net: nn.Module,
+    opt: torch.optim.Optimizer,
+    data: tuple[torch.Tensor, torch.Tensor],
+    batch_size: int,
+    gen: torch.Generator,
+) -> float:
+    """One shuffled pass; returns the size-weighted mean of the batch KLs seen while training.
+
+    The loss is summed on the device and read once per epoch: a host sync per step would
+    dominate the step time of these small nets on a GPU.
+    """
+    x, t = data
+    net.train()
+    order = torch.randperm(len(x), generator=gen).to(x.device)
+    total, seen = torch.zeros((), device=x.device), 0
+    for i in range(0, len(x), batch_size):
+        idx = order[i : i + batch_size]
+        if len(idx) == 1 and batch_size > 1:
+            continue  # a lone trailing sample breaks BatchNorm in train mode; skip it
+        loss = kl_rows(t[idx], net(x[idx])).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.detach() * len(idx)
+        seen += len(idx)
+    return float(total) / max(seen, 1)
+
+
+def _as_pair(x: np.ndarray, t: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Validate one (inputs, soft targets) set; bad targets would otherwise train silently."""
+    x = np.asarray(x, dtype=np.float32)
+    t = np.asarray(t, dtype=np.float32)
+    if t.ndim != 2 or len(x) != len(t) or len(x) == 0:
+        raise ValueError(f"{name}: need x [N, ...] and t [N, K], N >= 1; got {x.shape}, {t.shape}")
+    if not np.all(np.isfinite(t)) or t.min() < 0 or np.abs(t.sum(axis=1) - 1).max() > 1e-3:
+        raise ValueError(f"{name}: targets must be finite probabilities with rows summing to 1")
+    return x, t
+
+
+def _snapshot(net: nn.Module) -> dict[str, torch.Tensor]:
+    """Copy of all weights and buffers (BatchNorm running stats included)."""
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+@dataclass
+class _Best:
+    """Best-so-far validation KL, its epoch and the weights that achieved it."""
+
+    val_kl: float = float("inf")
+    epoch: int = 0
+    state: dict[str, torch.Tensor] | None = None
+
+
+Pair = tuple[torch.Tensor, torch.Tensor]
+
+
+def _run_epochs(
+    net: nn.Module,
+    fit: Pair,
+    val: Pair,
+    cfg: FitConfig,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[list[tuple[float, float]], _Best]:
+    """Train until ``cfg.epochs`` or ``cfg.patience`` epochs without a real val improvement."""
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    history: list[tuple[float, float]] = []
+    best = _Best()
+    for epoch in range(1, cfg.epochs + 1):
+        train_kl = _train_epoch(net, opt, fit, cfg.batch_size, gen)
+        val_kl = _eval_kl(net, *val, cfg.batch_size)
+        history.append((train_kl, val_kl))
+        if progress is not None:
+            progress(epoch, cfg.epochs)
+        if val_kl < best.val_kl * (1 - _REL_IMPROVEMENT):
+            best = _Best(val_kl, epoch, _snapshot(net))
+        elif epoch - best.epoch >= cfg.patience:
+            break
+    return history, best
+
+
+def fit_to_targets(
+    net: nn.Module,
+    x_fit: np.ndarray,
+    t_fit: np.ndarray,
+    x_val: np.ndarray,
+    t_val: np.ndarray,
+    cfg: FitConfig,
+    progress: Callable[[int, int], None] | None = None,
+) -> FitResult:
+    """Train ``net`` with AdamW on shuffled mini-batches, early-stopping on validation KL.
+
+    The best-validation weights are restored and ``net`` is left in eval mode on the CPU,
+    ready for ONNX export. Shuffling uses its own generator seeded with ``cfg.seed``; weight
+    initialisation is the caller's (``seed_everything`` before ``build_patch_net``).
+    """
+    device = resolve_device(cfg.device)
+    start = time.perf_counter()
+    fit = _to_device(*_as_pair(x_fit, t_fit, "fit"), device)
+    val = _to_device(*_as_pair(x_val, t_val, "val"), device)
+    history, best = _run_epochs(net.to(device), fit, val, cfg, progress)
+    if best.state is None:
+        raise RuntimeError("training diverged: validation KL was never finite")
+    net.load_state_dict(best.state)
+    net.to("cpu").eval()
+    seconds = time.perf_counter() - start
+    return FitResult(best.epoch, len(history), best.val_kl, history, seconds, str(device))
+
+
+def _to_device(x: np.ndarray, t: np.ndarray, device: torch.device) -> Pair:
+    """Calibration sets are small: move them once instead of per batch."""
+    return torch.from_numpy(x).to(device), torch.from_numpy(t).to(device)

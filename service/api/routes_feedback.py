@@ -1,0 +1,27 @@
+"""``POST /feedback``: the true label of one monitored instance, for accuracy-based bias metrics
+(equalized odds, worst-group accuracy). Any replica can take it: served decisions live in Redis.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from service.api.auth import require_feedback
+from service.api.schemas import FeedbackRequest, FeedbackResponse
+from service.monitoring.monitor import BiasMonitor
+
+router = APIRouter(tags=["monitoring"], dependencies=[Depends(require_feedback)])
+
+
+@router.post("/feedback", response_model=FeedbackResponse)
+async def feedback(body: FeedbackRequest, request: Request) -> FeedbackResponse:
+    """Count the label once; 404 says whether the request id is unknown, expired or evicted."""
+    monitor: BiasMonitor = request.app.state.bias_monitor
+    result = await monitor.feedback(body.request_id, body.index, body.label)
+    return FeedbackResponse(
+        request_id=result.request_id,
+        index=result.index,
+        model=result.model,
+        label=result.label,
+        correct={"raw": result.raw_correct, "fair": result.fair_correct},
+    )

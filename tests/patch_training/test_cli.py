@@ -1,0 +1,75 @@
+"""``eraser train distill`` from a terminal: settings from the environment, like production."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import redis
+import yaml
+from typer.testing import CliRunner
+
+from blackbox.data import compas_calibration_csv, compas_split, load_compas
+from deploy.local.processes import standin_model_config
+from service.cli import app
+from tests.conftest import REDIS_URL, SIGNING_KEY
+
+DATA = load_compas()
+
+
+@pytest.fixture
+def env(
+    tmp_path: Path, blackbox_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    config = tmp_path / "eraser.yaml"
+    config.write_text(yaml.safe_dump({"models": [standin_model_config(blackbox_url)]}))
+    for name, value in {
+        "ERASER_CONFIG_FILE": str(config),
+        "ERASER_REDIS__URL": REDIS_URL,
+        "ERASER_REDIS__KEY_PREFIX": key_prefix,
+        "ERASER_SIGNING_KEY": SIGNING_KEY.decode(),
+    }.items():
+        monkeypatch.setenv(name, value)
+    calib = tmp_path / "calib.csv"
+    calib.write_bytes(compas_calibration_csv(DATA, compas_split(DATA).calib[:600]))
+    return calib
+
+
+def distill(calib: Path, *extra: str) -> object:
+    args = ["train", "distill", "--model", "compas", "--calibration", str(calib)]
+    args += ["--target", "two_year_recid", "--bias", "race", "--epochs", "30", *extra]
+    return CliRunner().invoke(app, args)
+
+
+# Sync tests: the CLI runs its own event loop (asyncio.run), as it does in a terminal.
+def test_distill_registers_a_version_and_prints_the_result(
+    env: Path, redis_client: object, key_prefix: str
+) -> None:
+    result = distill(env, "--name", "cli-race")
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    [patch] = answer["patches"]
+    assert patch["name"] == "cli-race" and patch["version"] == 1
+    with redis.Redis.from_url(REDIS_URL) as client:
+        assert client.exists(f"{key_prefix}:manifest:cli-race:1")
+
+
+def test_a_bad_calibration_file_is_a_usage_error_and_stores_nothing(
+    env: Path, redis_client: object, key_prefix: str
+) -> None:
+    env.write_text("age,priors_count\n1,2\n")
+    result = distill(env)
+    assert result.exit_code == 2
+    assert "missing" in result.output and "--calibration" in result.output
+    with redis.Redis.from_url(REDIS_URL) as client:
+        assert list(client.scan_iter(match=f"{key_prefix}:*")) == []
+
+
+def test_an_unknown_model_names_the_flag(env: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["train", "distill", "--model", "nope", "--calibration", str(env),
+         "--target", "t", "--bias", "b"],
+    )  # fmt: skip
+    assert result.exit_code == 2 and "--model" in result.output

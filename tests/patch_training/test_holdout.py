@@ -1,0 +1,31 @@
+"""The held-out split keeps every (target, bias) cell on both sides."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from patch_training.holdout import split_holdout
+
+
+def test_every_cell_is_split_in_proportion_and_deterministically() -> None:
+    y = np.repeat([0, 1, 0, 1], [40, 40, 20, 8])
+    b = np.repeat(["a", "a", "b", "b"], [40, 40, 20, 8])
+    h = split_holdout(y, b, 0.25, seed=3)
+    assert len(np.intersect1d(h.fit, h.val)) == 0 and len(h.fit) + len(h.val) == len(y)
+    for yy, bb, n in ((0, "a", 40), (1, "a", 40), (0, "b", 20), (1, "b", 8)):
+        cell = np.flatnonzero((y == yy) & (b == bb))
+        assert len(np.intersect1d(h.val, cell)) == round(n * 0.25)
+    again = split_holdout(y, b, 0.25, seed=3)
+    assert np.array_equal(h.val, again.val)
+
+
+def test_a_single_row_cell_stays_on_the_training_side() -> None:
+    y, b = np.array([0, 0, 1, 1, 1]), np.array(["a", "a", "a", "a", "b"])
+    h = split_holdout(y, b, 0.5, seed=0)
+    assert 4 in h.fit
+
+
+def test_fraction_outside_zero_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="fraction"):
+        split_holdout(np.array([0, 1]), np.array(["a", "b"]), 1.0, seed=0)

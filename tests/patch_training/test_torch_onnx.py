@@ -1,0 +1,89 @@
+"""Torch patch nets export to the ONNX patch contract and onnxruntime reproduces them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from patch_training.export.torch_onnx import (  # noqa: E402
+    ParityError,
+    check_parity,
+    export_patch,
+)
+from patch_training.nets import build_patch_net, seed_everything  # noqa: E402
+
+SHAPES = {"mlp": (6,), "cnn": (3, 12, 10), "resnet18": (3, 8, 8)}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _inputs(arch: str, n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, *SHAPES[arch])).astype(np.float32)
+    if arch == "mlp":
+        x[:, 1] = rng.integers(0, 4, n)  # categorical column
+    return x
+
+
+def _net(arch: str, seed: int = 0) -> torch.nn.Module:
+    """A net with non-trivial BatchNorm statistics: a few train-mode passes update them."""
+    seed_everything(seed)
+    net = build_patch_net(SHAPES[arch], 3, _inputs(arch, 64), arch=arch)  # type: ignore[arg-type]
+    net.train()
+    with torch.no_grad():
+        for i in range(3):
+            net(torch.from_numpy(_inputs(arch, 8, seed=i + 1)) * 2 + 0.5)
+    return net.eval()
+
+
+@pytest.fixture(scope="module", params=list(SHAPES))
+def exported(request: pytest.FixtureRequest) -> tuple[str, torch.nn.Module, bytes]:
+    net = _net(request.param)
+    return request.param, net, export_patch(net, SHAPES[request.param])
+
+
+def test_onnx_matches_torch_at_batch_1_and_5(exported: tuple[str, torch.nn.Module, bytes]) -> None:
+    arch, net, blob = exported
+    assert check_parity(net, blob, _inputs(arch, 5, seed=9)) <= 1e-4
+
+
+def test_graph_follows_patch_contract_with_dynamic_batch(
+    exported: tuple[str, torch.nn.Module, bytes],
+) -> None:
+    arch, _, blob = exported
+    model = onnx.load_from_string(blob)
+    assert [i.name for i in model.graph.input] == ["x"]
+    assert [o.name for o in model.graph.output] == ["log_bias"]
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
+    sess = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
+    for n in (1, 7):
+        out = sess.run(["log_bias"], {"x": _inputs(arch, n)})[0]
+        assert out.shape == (n, 3) and out.dtype == np.float32
+        np.testing.assert_allclose(np.exp(out).sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_parity_error_when_blob_comes_from_other_weights(
+    exported: tuple[str, torch.nn.Module, bytes],
+) -> None:
+    arch, _, blob = exported
+    with pytest.raises(ParityError, match="differ"):
+        check_parity(_net(arch, seed=1), blob, _inputs(arch, 5))
+
+
+def test_unseen_category_level_matches_torch_in_onnx() -> None:
+    net = _net("mlp")
+    x = _inputs("mlp", 4)
+    x[:, 1] = [9.0, -1.0, 2.5, 3.0]  # levels never seen in calibration (0..3), one seen
+    assert check_parity(net, export_patch(net, SHAPES["mlp"]), x) <= 1e-4
