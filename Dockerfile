@@ -18,10 +18,13 @@ HEALTHCHECK --interval=10s --timeout=2s --retries=3 \
   CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/v2/health/live')"
 CMD ["eraser", "serve", "--host", "0.0.0.0", "--port", "8000"]
 
-# Training worker: the same code and settings as the gateway plus the `train` extra. PyTorch is
-# the CPU build (the PyPI wheel pulls multi-GB CUDA libraries), installed on its own layer first.
+# Training worker: the same code and settings as the gateway plus the `train` extra. PyTorch
+# 2.13.0 is installed on its own layer first; pass the package index that serves its CPU build
+# as TORCH_INDEX_URL (the default wheel pulls multi-GB CUDA libraries).
 FROM base AS worker
-RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
+ARG TORCH_INDEX_URL=""
+RUN if [ -n "$TORCH_INDEX_URL" ]; then pip install --index-url "$TORCH_INDEX_URL" torch==2.13.0; \
+    else pip install torch==2.13.0; fi \
  && pip install '.[train]'
 USER eraser
 HEALTHCHECK --interval=30s --timeout=5s --retries=3 \
