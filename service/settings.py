@@ -173,6 +173,9 @@ class TrainingSettings(BaseModel):
     retries: int = Field(
         default=1, ge=0, description="re-runs after a transient failure (never after bad input)"
     )
+    retry_interval_s: int = Field(
+        default=30, ge=0, description="wait before a re-run (a black box that is down may recover)"
+    )
     result_ttl_s: int = Field(default=7 * 24 * 3600, ge=1, description="job records kept this long")
     query_batch_size: int = Field(default=256, ge=1, description="rows per black-box call")
     query_concurrency: int = Field(default=4, ge=1, description="black-box calls in flight")

@@ -26,7 +26,6 @@ from service.errors import JobNotFound
 from service.settings import GatewaySettings, TrainingSettings
 
 DISTILL = "patch_training.jobs.entry.distill_job"
-RETRY_INTERVAL_S = 30  # a transient failure (black box down) gets time to clear
 
 
 def sync_redis(settings: GatewaySettings) -> redis.Redis:
@@ -54,7 +53,9 @@ def enqueue_distill(queue: Queue, spec: DistillJobSpec, training: TrainingSettin
         job_timeout=training.job_timeout_s,
         result_ttl=training.result_ttl_s,
         failure_ttl=training.result_ttl_s,
-        retry=Retry(max=training.retries, interval=RETRY_INTERVAL_S) if training.retries else None,
+        retry=Retry(max=training.retries, interval=training.retry_interval_s)
+        if training.retries
+        else None,
         meta={"kind": spec.kind, "model": spec.model, "progress": None},
     )
     return job.id

@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 
 from service.errors import CircuitOpen, EraserError
 
@@ -52,6 +53,14 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """Registry, job queue or calibration store did not answer: the operator's request may be
+    repeated later, so a 503, not a 500."""
+    log.warning("%s %s -> 503: Redis: %s", request.method, request.url.path, exc)
+    message = f"Redis (registry, job queue) did not answer: {type(exc).__name__}"
+    return JSONResponse(error_body("redis_unavailable", message), status_code=503)
+
+
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     """A bug, not a user error: logged with its trace, answered without one."""
     log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -61,4 +70,5 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(EraserError, eraser_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(RedisError, redis_unavailable)
     app.add_exception_handler(Exception, unexpected_error)

@@ -73,3 +73,23 @@ def test_an_unknown_model_names_the_flag(env: Path) -> None:
          "--target", "t", "--bias", "b"],
     )  # fmt: skip
     assert result.exit_code == 2 and "--model" in result.output
+
+
+def test_enqueue_hands_the_job_to_the_queue(
+    env: Path, redis_client: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from patch_training.jobs.queue import job_view, sync_redis
+    from service.settings import GatewaySettings
+    from tests.workers import remove_queue, with_own_queue
+
+    settings = with_own_queue(GatewaySettings())
+    monkeypatch.setenv("ERASER_TRAINING__QUEUE", settings.training.queue)
+    try:
+        result = distill(env, "--enqueue")
+        assert result.exit_code == 0, result.output
+        job_id = json.loads(result.stdout)["job_id"]
+        with sync_redis(settings) as connection:
+            view = job_view(connection, job_id)
+        assert view.state == "queued" and view.kind == "eraser"
+    finally:
+        remove_queue(settings)

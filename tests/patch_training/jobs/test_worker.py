@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -61,3 +62,38 @@ async def test_worker_killed_while_training_registers_nothing(
     assert await redis_client.keys(f"{settings.redis.key_prefix}:*race*") == []
     assert job_view(connection, job_id).result is None
     connection.close()
+
+
+async def test_a_killed_work_horse_is_retried_and_registers_exactly_one_version(
+    ctx: JobContext,
+    calibration: CalibrationSet,
+    queued_settings: GatewaySettings,
+    tmp_path: Path,
+) -> None:
+    training = queued_settings.training.model_copy(update={"retries": 1, "retry_interval_s": 0})
+    settings = queued_settings.model_copy(update={"training": training})
+    job = spec(name="race", epochs=400, patience=400, calibration_set_id=calibration.sha256)
+    connection = sync_redis(settings)
+    job_id = enqueue_distill(training_queue(connection, training), job, training)
+    with running_worker(settings, tmp_path) as worker:
+        _wait_for_stage(connection, job_id, "train", timeout_s=60)
+        # The work-horse is the child that leads its own process group (RQ calls setpgrp in
+        # it); the scheduler, also a child, stays in the worker's group.
+        [horse] = [pid for pid in descendants(worker.pid) if os.getpgid(pid) == pid]
+        os.kill(horse, signal.SIGKILL)  # the job's process dies; the worker lives on
+        view = _wait_for_state(connection, job_id, "finished", timeout_s=120)
+    assert view.retries_left == 0  # the second attempt did it
+    assert [m.version for m in await ctx.registry.list_versions("race")] == [1]
+    connection.close()
+
+
+def _wait_for_state(connection: redis.Redis, job_id: str, state: str, timeout_s: float):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        view = job_view(connection, job_id)
+        if view.state == state:
+            return view
+        if view.state == "failed":
+            raise AssertionError(f"job failed: {view.error}")
+        time.sleep(0.2)
+    raise TimeoutError(f"job {job_id} not {state} after {timeout_s} s")

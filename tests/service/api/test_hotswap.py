@@ -155,3 +155,7 @@ async def test_a_gateway_without_its_registry_starts_not_ready_and_says_why(
         )
         assert r.status_code == 503
         assert "registry unreachable" in r.json()["error"]["message"]
+        for method, path in (("GET", "/jobs/distill-x"), ("GET", "/patches")):
+            r = await client.request(method, path, headers=ADMIN)
+            assert r.status_code == 503, (path, r.text)
+            assert r.json()["error"]["code"] == "redis_unavailable"
