@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 PYTHON ?= python3
 
-.PHONY: test demo bench-perf lint redis prometheus clean
+.PHONY: test demo bench-perf lint redis prometheus compose-cli clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +19,14 @@ redis: $(STAMP)
 prometheus:
 	bash deploy/prometheus/ensure-prometheus.sh >/dev/null || true
 
+# `docker-compose.yml` is validated by a Compose CLI (the test skips, saying why, without one).
+compose-cli:
+	bash deploy/local/ensure-compose.sh >/dev/null || true
+
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
-test: lint redis prometheus
+test: lint redis prometheus compose-cli
 	$(PY) -m pytest -q -rs
 
 demo: redis
