@@ -32,11 +32,22 @@ def serve(
     name: Annotated[str, typer.Option(help="OIP model name")] = "compas",
     delay_ms: Annotated[float, typer.Option(help="artificial latency per request")] = 0.0,
     seed: Annotated[int, typer.Option(help="seed if the model must be trained")] = 0,
+    race_input: Annotated[
+        bool, typer.Option(help="if trained here: race as an eighth input (the paper's setting)")
+    ] = False,
 ) -> None:
     """Serve the model over Open Inference Protocol v2."""
     from blackbox.server import serve as run_server
 
-    run_server(model_path, host=host, port=port, name=name, delay_ms=delay_ms, seed=seed)
+    run_server(
+        model_path,
+        host=host,
+        port=port,
+        name=name,
+        delay_ms=delay_ms,
+        seed=seed,
+        race_input=race_input,
+    )
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ FEATURE_NAMES: tuple[str, ...] = (
 TARGET = "two_year_recid"
 BIAS = "race"
 RACES: tuple[str, ...] = ("African-American", "Caucasian")
+RACE_FEATURE = "african_american"  # 1.0 / 0.0: race as a model input (the paper's setting)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,15 @@ class Split:
     train: np.ndarray
     calib: np.ndarray
     test: np.ndarray
+
+
+def with_race_feature(data: CompasData) -> CompasData:
+    """The same rows with race as one more input column (``RACE_FEATURE``), for a deployed model
+    that uses the attribute directly, as the Eraser paper's COMPAS models do; ``race`` stays
+    the bias attribute."""
+    column = (data.race == RACES[0]).astype(np.float32)[:, None]
+    names = [*data.feature_names, RACE_FEATURE]
+    return CompasData(np.hstack([data.X, column]), data.y, data.race, names)
 
 
 def load_compas() -> CompasData:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from blackbox.data import FEATURE_NAMES, compas_split, load_compas
+from blackbox.data import FEATURE_NAMES, compas_split, load_compas, with_race_feature
 
 CLASSES: tuple[str, str] = ("no_recid", "recid")
 
@@ -95,8 +95,9 @@ def load(path: str | Path) -> MlpWeights:
     return MlpWeights.load(path)
 
 
-def train_compas_mlp(seed: int = 0, max_iter: int = 300) -> MlpWeights:
-    """Fit MLP (32, 16) on the train part of ``compas_split(seed)`` (features only, no race).
+def train_compas_mlp(seed: int = 0, max_iter: int = 300, race_input: bool = False) -> MlpWeights:
+    """Fit MLP (32, 16) on the train part of ``compas_split(seed)``: the seven features only
+    (race-blind; its bias comes through proxies), or with ``race_input`` race as an eighth input.
 
     Calibration and test rows of the same split stay unseen, as they would be for a real deployed
     model. Takes about a second; sklearn is imported here only, not at serving time.
@@ -104,7 +105,7 @@ def train_compas_mlp(seed: int = 0, max_iter: int = 300) -> MlpWeights:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
-    data = load_compas()
+    data = with_race_feature(load_compas()) if race_input else load_compas()
     train = compas_split(data, seed=seed).train
     x, y = data.X[train], data.y[train]
     mean = x.mean(axis=0)
@@ -123,4 +124,5 @@ def train_compas_mlp(seed: int = 0, max_iter: int = 300) -> MlpWeights:
         biases=[np.asarray(b, dtype=np.float32) for b in clf.intercepts_],
         mean=mean.astype(np.float32),
         std=std,
+        feature_names=list(data.feature_names),
     )

@@ -168,13 +168,13 @@ def create_app(
     return app
 
 
-def ensure_model(path: str | Path, seed: int = 0) -> MlpWeights:
+def ensure_model(path: str | Path, seed: int = 0, race_input: bool = False) -> MlpWeights:
     """Load the model, training and saving it first if missing; the atomic rename lets several
     processes start on an empty cache without reading a half-written file."""
     path = Path(path)
     if path.exists():
         return MlpWeights.load(path)
-    model = train_compas_mlp(seed=seed)
+    model = train_compas_mlp(seed=seed, race_input=race_input)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
     os.close(fd)
@@ -204,7 +204,9 @@ def serve(
     name: str = "compas",
     delay_ms: float = 0.0,
     seed: int = 0,
+    race_input: bool = False,
 ) -> None:
     """Run the server in the foreground (blocking)."""
-    app = create_app(ensure_model(model_path, seed=seed), name=name, delay_ms=delay_ms)
+    model = ensure_model(model_path, seed=seed, race_input=race_input)
+    app = create_app(model, name=name, delay_ms=delay_ms)
     uvicorn.Server(build_config(app, host=host, port=port)).run()

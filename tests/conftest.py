@@ -59,3 +59,14 @@ def blackbox_url(blackbox_model: MlpWeights) -> Iterator[str]:
 
     with running_server(create_app(blackbox_model, name="compas")) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def race_input_blackbox_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A stand-in that takes race as an eighth input (the Eraser paper's setting), as ``compas``."""
+    from blackbox.server import create_app, ensure_model
+    from tests.servers import running_server
+
+    path = Path(tmp_path_factory.mktemp("blackbox-race")) / "compas_mlp_race_input.npz"
+    with running_server(create_app(ensure_model(path, race_input=True), name="compas")) as url:
+        yield url

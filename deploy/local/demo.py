@@ -1,6 +1,7 @@
 """`make demo`: the whole product on this machine, as separate processes talking HTTP.
 
-1. The stand-in black box (an MLP trained on COMPAS without race) serves OIP v2.
+1. The stand-in black box (an MLP trained on COMPAS with race as one of its inputs, as in the
+   Eraser paper) serves OIP v2.
 2. The gateway starts in front of it, with Redis as its registry.
 3. A training worker (`eraser worker`) listens on the job queue.
 4. The bundled calibration split is uploaded to `POST /patches` as a CSV; the worker queries the
@@ -26,6 +27,7 @@ from blackbox.data import (
     compas_calibration_csv,
     compas_split,
     load_compas,
+    with_race_feature,
 )
 from blackbox.model import CLASSES
 from deploy.local.processes import (
@@ -50,14 +52,15 @@ def main() -> None:
 
 def run_demo(prefix: str) -> dict[str, GroupReport]:
     """The whole demo under Redis key ``prefix`` (owned: cleared first); raw and fair metrics."""
-    data = load_compas()
+    data = with_race_feature(load_compas())
     split = compas_split(data, seed=0)
     bb_port, gw_port = free_port(), free_port()
-    model_path = CACHE / "models" / "compas_mlp.npz"
+    model_path = CACHE / "models" / "compas_mlp_race_input.npz"
     bb_args = ["-m", "blackbox", "serve", "--port", str(bb_port), "--model-path", str(model_path)]
+    bb_args.append("--race-input")
     bb_url = f"http://127.0.0.1:{bb_port}"
     gw_url = f"http://127.0.0.1:{gw_port}"
-    model = standin_model_config(bb_url)
+    model = standin_model_config(bb_url, features=data.feature_names)
     config = CACHE / "demo" / "eraser.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(yaml.safe_dump({"models": [model]}))
@@ -71,7 +74,7 @@ def run_demo(prefix: str) -> dict[str, GroupReport]:
     }
     gw_args = ["-m", "service.cli", "serve", "--port", str(gw_port)]
     worker_args = ["-m", "service.cli", "worker"]
-    print(f"black box  {bb_url}  (stand-in COMPAS MLP, race not an input)")
+    print(f"black box  {bb_url}  (stand-in COMPAS MLP, race one of its 8 inputs)")
     with (
         launched(bb_args, f"{bb_url}/v2/health/ready", "demo-blackbox"),
         launched(gw_args, f"{gw_url}/v2/health/ready", "demo-gateway", env=env),
@@ -106,6 +109,19 @@ def _train_patch(gw: httpx.Client, data: CompasData, calib: np.ndarray) -> None:
         )
         print(f"  report: {gw.base_url}/patches/{patch['name']}/versions/{patch['version']}/report")
     print(f"training took {sum(job['result']['timings_s'].values()):.1f} s in the worker")
+    if job["result"]["stack_revision"] is not None:
+        _wait_until_served(gw, job["result"]["stack_revision"])
+
+
+def _wait_until_served(gw: httpx.Client, revision: int, timeout_s: float = 30) -> None:
+    """Activation is asynchronous: the gateway hot-loads the new stack on its own schedule."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        view = gw.get("/models/compas/stack", headers=ADMIN).json()
+        if view["served_revision"] == revision:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"the gateway did not serve stack revision {revision} in {timeout_s} s")
 
 
 def _wait_for_job(gw: httpx.Client, url: str, timeout_s: float = 300) -> dict:
@@ -126,12 +142,16 @@ def _wait_for_job(gw: httpx.Client, url: str, timeout_s: float = 300) -> dict:
 
 def _report(gw: httpx.Client, data: CompasData, test: np.ndarray) -> dict[str, GroupReport]:
     preds: list[dict] = []
+    revisions = set()
     for chunk in np.array_split(test, int(np.ceil(len(test) / 500))):
         body = {"model": "compas", "instances": data.X[chunk].tolist(), "return_raw": True}
         r = gw.post("/predict", headers=PREDICT, json=body)
         r.raise_for_status()
         answer = r.json()
         preds += answer["predictions"]
+        revisions.add(answer["revision"])
+    if len(revisions) != 1:
+        raise RuntimeError(f"the test split was served by several stack revisions: {revisions}")
     fair = np.array([CLASSES.index(p["label"]) for p in preds])
     raw = np.array([np.argmax([p["raw_probabilities"][c] for c in CLASSES]) for p in preds])
     y, race = data.y[test], data.race[test]

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -40,12 +40,14 @@ def clear_redis_prefix(prefix: str) -> int:
         return client.delete(*keys) if keys else 0
 
 
-def standin_model_config(upstream_base: str, name: str = "compas") -> dict:
+def standin_model_config(
+    upstream_base: str, name: str = "compas", features: Sequence[str] = FEATURE_NAMES
+) -> dict:
     """Gateway model entry for the stand-in COMPAS black box (OIP v2, logits output)."""
     return {
         "name": name,
         "classes": list(CLASSES),
-        "input": {"shape": [len(FEATURE_NAMES)], "features": list(FEATURE_NAMES)},
+        "input": {"shape": [len(features)], "features": list(features)},
         "upstream": {
             "url": f"{upstream_base}/v2/models/{name}/infer",
             "protocol": "v2",

@@ -14,9 +14,7 @@ from service.registry.store import Registry
 ATTEMPTS = 5
 
 
-async def activate(
-    registry: Registry, model: str, entries: list[StackEntry], reason: str
-) -> Stack:
+async def activate(registry: Registry, model: str, entries: list[StackEntry], reason: str) -> Stack:
     """Replace-or-append ``entries`` on the active stack; StackConflict after ``ATTEMPTS``."""
     names = {e.patch for e in entries}
     for attempt in range(ATTEMPTS):

@@ -44,8 +44,10 @@ async def require_feedback(request: Request) -> None:
     settings = request.app.state.settings
     key = presented_key(request)
     feedback_key = settings.feedback_api_key
-    if key and feedback_key is not None and hmac.compare_digest(
-        key.encode(), feedback_key.get_secret_value().encode()
+    if (
+        key
+        and feedback_key is not None
+        and hmac.compare_digest(key.encode(), feedback_key.get_secret_value().encode())
     ):
         return
     check_key(request, settings.admin_api_key, "feedback or operator")

@@ -19,7 +19,7 @@ class PredictRequest(BaseModel):
     return_raw: bool = Field(default=False, description="also return the upstream's probabilities")
     monitor: list[dict[str, str]] | None = Field(
         default=None,
-        description="monitoring only, one object per instance, e.g. {\"race\": \"...\"}: "
+        description='monitoring only, one object per instance, e.g. {"race": "..."}: '
         "protected attributes counted in bias metrics, never sent upstream or to a patch; "
         "the answer then carries a request_id for POST /feedback",
     )

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from blackbox.data import FEATURE_NAMES, RACES, compas_split, load_compas, split
+from blackbox.data import (
+    FEATURE_NAMES,
+    RACE_FEATURE,
+    RACES,
+    compas_split,
+    load_compas,
+    split,
+    with_race_feature,
+)
 
 
 def test_vendored_file_loads_with_expected_columns() -> None:
@@ -42,3 +50,12 @@ def test_compas_split_has_every_target_race_cell_in_calibration() -> None:
     for y in (0, 1):
         for race in RACES:
             assert ((calib.y == y) & (calib.race == race)).sum() > 50
+
+
+def test_race_feature_is_an_extra_input_column_and_the_split_is_unchanged() -> None:
+    data = load_compas()
+    raced = with_race_feature(data)
+    assert raced.feature_names == [*data.feature_names, RACE_FEATURE]
+    assert np.array_equal(raced.X[:, :-1], data.X)
+    assert np.array_equal(raced.X[:, -1] == 1.0, data.race == RACES[0])
+    assert np.array_equal(compas_split(raced).calib, compas_split(data).calib)

@@ -15,6 +15,8 @@ def test_demo_patch_lowers_equalized_odds_bias_on_held_out_rows(
     finally:  # the demo's training queue is named after its prefix
         remove_queue(GatewaySettings(training={"queue": f"{key_prefix}-training"}))
     raw, fair = reports["raw"], reports["fair"]
-    assert fair.eo_bias < raw.eo_bias
-    assert fair.worst_group_acc > raw.worst_group_acc
+    # The stand-in uses race as an input (the paper's setting): the patch must remove most of
+    # its equalized-odds bias, not a rounding error's worth (one run: 24.4 → 5.9 points).
+    assert fair.eo_bias < raw.eo_bias - 0.10
+    assert fair.worst_group_acc > raw.worst_group_acc + 0.10
     assert fair.avg_group_acc >= raw.avg_group_acc - 0.015

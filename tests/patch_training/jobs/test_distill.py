@@ -66,9 +66,7 @@ async def test_same_seed_gives_the_same_patch(ctx: JobContext, calibration: Cali
 async def test_rejected_version_stays_registered_and_is_never_activated(
     ctx: JobContext, calibration: CalibrationSet
 ) -> None:
-    result = await run_distill(
-        spec(name="race", activate=True, gate=NEVER_PASS), calibration, ctx
-    )
+    result = await run_distill(spec(name="race", activate=True, gate=NEVER_PASS), calibration, ctx)
     [outcome] = result.patches
     assert outcome.status == "rejected" and not outcome.activated
     assert "bias not reduced" in outcome.reason
