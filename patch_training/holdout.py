@@ -26,10 +26,11 @@ def split_holdout(y: np.ndarray, b: np.ndarray, fraction: float, seed: int) -> H
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"held-out fraction must be in (0, 1), got {fraction}")
     rng = np.random.default_rng(seed)
-    cells = np.unique(np.stack([np.asarray(y).astype(str), np.asarray(b).astype(str)]), axis=1)
+    ys, bs = np.asarray(y).astype(str), np.asarray(b).astype(str)
+    cells = np.unique(np.stack([ys, bs]), axis=1)
     fit, val = [], []
     for y_value, b_value in cells.T:
-        idx = np.flatnonzero((np.asarray(y).astype(str) == y_value) & (np.asarray(b) == b_value))
+        idx = np.flatnonzero((ys == y_value) & (bs == b_value))
         idx = rng.permutation(idx)
         n_val = max(1, round(len(idx) * fraction)) if len(idx) >= 2 else 0
         val.append(idx[:n_val])

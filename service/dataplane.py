@@ -77,6 +77,7 @@ class Dataplane:
         self.inline_max_ms = settings.runtime.inline_patch_max_ms
         self.batchers = {m.name: self._batcher(m) for m in settings.models}
         self._patch_histograms: dict[tuple[str, str, int], Any] = {}
+        self._patch_hooks = {m.name: partial(self._patch_timed, m.name) for m in settings.models}
         for model in settings.models:
             metrics.init_model(model.name)
 
@@ -176,7 +177,7 @@ class Dataplane:
     def _run_stack(self, name: str, stack: LoadedStack, x: np.ndarray) -> list[np.ndarray]:
         start = time.perf_counter()
         try:
-            return stack.run(x, on_patch=partial(self._patch_timed, name))
+            return stack.run(x, on_patch=self._patch_hooks[name])
         finally:
             self.metrics.stage_seconds.labels(name, "patch").observe(time.perf_counter() - start)
 

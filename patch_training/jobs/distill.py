@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from patch_training.alpha import DEFAULT_GRID
 from patch_training.blackbox import query_log_probs
 from patch_training.calibration import CalibrationSet
 from patch_training.gate import judge
@@ -24,6 +25,7 @@ from patch_training.jobs.context import JobContext
 from patch_training.jobs.report import report_dict, stored_report
 from patch_training.jobs.spec import DistillJobSpec, DistillResult, PatchOutcome
 from patch_training.methods.eraser import EraserOptions, EraserPatch, train_eraser_patch
+from patch_training.nets import FitConfig
 from service.registry.models import REJECTED, VALIDATED, PatchSpec, StackEntry, VersionStatus
 from service.settings import ModelConfig
 
@@ -85,16 +87,19 @@ def _train(
     model: ModelConfig,
     ctx: JobContext,
 ) -> EraserPatch:
-    opts = EraserOptions(
-        arch=spec.arch,
-        hidden=tuple(spec.hidden),
+    fit = FitConfig(
         epochs=spec.epochs,
-        patience=spec.patience,
         batch_size=spec.batch_size,
         lr=spec.lr,
+        patience=spec.patience,
         seed=spec.seed,
         device=spec.device,
-        alpha_grid=tuple(spec.alpha_grid or ()),
+    )
+    opts = EraserOptions(
+        fit=fit,
+        arch=spec.arch,
+        hidden=tuple(spec.hidden),
+        alpha_grid=tuple(spec.alpha_grid or DEFAULT_GRID),
         max_avg_acc_drop_pp=spec.gate.max_avg_acc_drop_pp,
     )
     with ctx.progress.stage("train", spec.epochs, unit="epoch") as advance:

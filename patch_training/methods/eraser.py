@@ -10,29 +10,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from patch_training.alpha import AlphaChoice, alpha_curve, choose_alpha
+from patch_training.alpha import DEFAULT_GRID, AlphaChoice, alpha_curve, choose_alpha
 from patch_training.holdout import Holdout
 from service.eraser_math import distillation_targets
 from service.settings import ModelConfig
+
+if TYPE_CHECKING:
+    from patch_training.nets import FitConfig
 
 EpochHook = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
 class EraserOptions:
+    fit: FitConfig  # epochs, early stopping, optimiser, seed, device
     arch: str = "auto"
     hidden: tuple[int, ...] = (64, 64)
-    epochs: int = 300
-    patience: int = 20
-    batch_size: int = 128
-    lr: float = 3e-3
-    seed: int = 0
-    device: str = "auto"
-    alpha_grid: tuple[float, ...] = ()
+    alpha_grid: tuple[float, ...] = DEFAULT_GRID
     max_avg_acc_drop_pp: float = 2.0  # the validation gate's tolerance, also bounds α
 
 
@@ -59,34 +57,19 @@ def train_eraser_patch(
 ) -> EraserPatch:
     """Targets → fit (early stopping on held-out KL) → α curve on held-out → ONNX + parity."""
     from patch_training.export.torch_onnx import check_parity, export_patch
-    from patch_training.nets import (
-        FitConfig,
-        build_patch_net,
-        fit_to_targets,
-        predict_log,
-        seed_everything,
-    )
+    from patch_training.nets import build_patch_net, fit_to_targets, predict_log, seed_everything
 
     fit, val = holdout.fit, holdout.val
     reference = (log_m[fit], y[fit], b[fit])  # held-out targets reuse the fit part's means
     t_fit = distillation_targets(*reference)
     t_val = distillation_targets(log_m[val], y[val], b[val], reference=reference)
-    seed_everything(opts.seed)  # the initial weights too, so a job is reproducible
+    seed_everything(opts.fit.seed)  # the initial weights too, so a job is reproducible
     net = build_patch_net(
         model.input.shape, model.num_classes, x[fit], arch=opts.arch, hidden=opts.hidden
     )
-    cfg = FitConfig(
-        epochs=opts.epochs,
-        batch_size=opts.batch_size,
-        lr=opts.lr,
-        patience=opts.patience,
-        seed=opts.seed,
-        device=opts.device,
-    )
-    result = fit_to_targets(net, x[fit], t_fit, x[val], t_val, cfg, progress=on_epoch)
+    result = fit_to_targets(net, x[fit], t_fit, x[val], t_val, opts.fit, progress=on_epoch)
     log_g_val = predict_log(net, x[val])
-    grid = opts.alpha_grid or None
-    curve = alpha_curve(log_m[val], log_g_val, y[val], b[val], *([grid] if grid else []))
+    curve = alpha_curve(log_m[val], log_g_val, y[val], b[val], opts.alpha_grid)
     blob = export_patch(net, model.input.shape)
     parity = check_parity(net, blob, x[val][:512])
     choice = choose_alpha(curve, opts.max_avg_acc_drop_pp)

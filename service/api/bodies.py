@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 import orjson
-from fastapi import Request
+from fastapi import Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
-from service.errors import BadRequest, InvalidRequestBody
+from service.errors import BadRequest, InvalidRequestBody, PayloadTooLarge
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -39,6 +39,18 @@ def parse_form_json(raw: str, model: type[M], field: str) -> M:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise InvalidRequestBody(f"{field}.{where}: {first['msg']}") from None
+
+
+async def read_upload(upload: UploadFile, limit_mb: float, what: str) -> bytes:
+    """An uploaded file's bytes: refused (413) before reading when its size is known to exceed
+    the limit, and never read past the limit when it is not."""
+    limit = int(limit_mb * 2**20)
+    if upload.size is not None and upload.size > limit:
+        raise PayloadTooLarge(f"{what} is {upload.size} bytes; the limit is {limit_mb} MB")
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"{what} exceeds the limit of {limit_mb} MB")
+    return data
 
 
 def documented_body(model: type[BaseModel]) -> dict[str, Any]:

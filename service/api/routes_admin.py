@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 
 from service.api.auth import require_admin
-from service.api.bodies import parse_form_json
+from service.api.bodies import parse_form_json, read_upload
 from service.api.schemas import (
     PatchSummary,
     PatchVersionView,
@@ -16,7 +16,7 @@ from service.api.schemas import (
     StackView,
 )
 from service.dataplane import Dataplane
-from service.errors import BadRequest, PatchNotFound, PayloadTooLarge
+from service.errors import BadRequest, PatchNotFound
 from service.registry.models import PatchManifest, PatchSpec, Stack, StackEntry, utcnow
 from service.registry.signing import sha256_hex
 from service.registry.store import Registry
@@ -42,10 +42,7 @@ async def register_version(
 ) -> PatchManifest:
     """Validate a ready ONNX patch against its model (loads and runs it), then register it."""
     spec = parse_form_json(manifest, PatchSpec, "manifest")
-    limit_mb = _plane(request).settings.max_artifact_mb
-    if artifact.size is not None and artifact.size > limit_mb * 2**20:
-        raise PayloadTooLarge(f"artifact is {artifact.size} bytes; the limit is {limit_mb} MB")
-    blob = await artifact.read()
+    blob = await read_upload(artifact, _plane(request).settings.max_artifact_mb, "artifact")
     await _validate_artifact(request, name, spec, blob)
     return await _registry(request).register_version(name, spec, blob)
 

@@ -17,9 +17,9 @@ from patch_training.jobs.queue import JobView, enqueue_distill, job_view, traini
 from patch_training.jobs.spec import DistillJobSpec
 from patch_training.jobs.submit import check_upload
 from service.api.auth import require_admin
-from service.api.bodies import parse_form_json
+from service.api.bodies import parse_form_json, read_upload
 from service.dataplane import Dataplane
-from service.errors import BadRequest, InvalidRequestBody, PayloadTooLarge
+from service.errors import BadRequest, InvalidRequestBody
 
 router = APIRouter(tags=["training"], dependencies=[Depends(require_admin)])
 
@@ -43,7 +43,9 @@ async def submit_training(
     plane: Dataplane = request.app.state.dataplane
     model = plane.model(job.model)
     training = plane.settings.training
-    data = await _read_limited(calibration, training.max_calibration_mb)
+    data = await read_upload(calibration, training.max_calibration_mb, "calibration file")
+    if not data:
+        raise BadRequest("calibration file is empty")
     _, meta = await run_in_threadpool(
         check_upload, data, calibration.filename, model, job, training
     )
@@ -69,18 +71,3 @@ def _parse_spec(raw: str) -> DistillJobSpec:
     if spec.calibration_set_id is not None:
         raise InvalidRequestBody("spec.calibration_set_id is set by the gateway, not the uploader")
     return spec
-
-
-async def _read_limited(upload: UploadFile, limit_mb: float) -> bytes:
-    """Refuse before reading when the size is known, and never read past the limit."""
-    limit = int(limit_mb * 2**20)
-    if upload.size is not None and upload.size > limit:
-        raise PayloadTooLarge(
-            f"calibration file is {upload.size} bytes; the limit is {limit_mb} MB"
-        )
-    data = await upload.read(limit + 1)
-    if len(data) > limit:
-        raise PayloadTooLarge(f"calibration file exceeds the limit of {limit_mb} MB")
-    if not data:
-        raise BadRequest("calibration file is empty")
-    return data

@@ -357,11 +357,15 @@ class Registry:
             await self._refuse_rejected(entry)
 
     async def _refuse_rejected(self, entry: StackEntry) -> None:
-        """A version the validation gate rejected never becomes active, rollback included."""
-        status = await self.get_status(entry.patch, entry.version)
-        if status["status"] == REJECTED:
+        """A version the validation gate rejected never becomes active, rollback included.
+        (The caller has just verified the manifest, so the status hash is read directly.)"""
+        stored = await self._redis.hmget(
+            self._keys.status(entry.patch, entry.version), ["status", "reason"]
+        )
+        status, reason = (_text(v) if v is not None else "" for v in stored)
+        if status == REJECTED:
             raise PatchRejected(
-                f"patch {entry.patch} v{entry.version} was rejected: {status['reason']}",
+                f"patch {entry.patch} v{entry.version} was rejected: {reason}",
                 patch=entry.patch,
                 version=entry.version,
             )

@@ -60,13 +60,11 @@ class LoadedStack:
         return one, sum(p.session.estimated_seconds(2) for p in self.patches) - one
 
     def run(
-        self, x: np.ndarray, on_patch: Callable[[LoadedPatch, float], None] | None = None
+        self, x: np.ndarray, on_patch: Callable[[LoadedPatch, float], None]
     ) -> list[np.ndarray]:
         """Every patch's log G(x), in stack order. Blocking: the data plane runs it on the loop
         only when ``estimated_seconds`` says it is cheaper than a thread hop. ``on_patch``
         receives each patch and its inference time in seconds (per-patch latency metrics)."""
-        if on_patch is None:
-            return [p.session.run(x) for p in self.patches]
         outputs = []
         for patch in self.patches:
             start = time.perf_counter()
