@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import orjson
@@ -24,7 +25,7 @@ from bench.common import (
     V2_INFER,
     class_names,
 )
-from deploy.local.processes import CACHE, free_port, launched, standin_model_config
+from deploy.local.processes import CACHE, ROOT, free_port, launched, standin_model_config
 
 
 @dataclass(frozen=True)
@@ -48,18 +49,22 @@ def standin(delay_ms: float) -> Iterator[Server]:
 
 
 @contextmanager
-def gateway(upstream: str, label: str, **env_extra: str) -> Iterator[Server]:
+def gateway(
+    upstream: str, label: str, tree: Path = ROOT, prefix: str = PREFIX, **env_extra: str
+) -> Iterator[Server]:
     """A gateway process in front of ``upstream``, registry under the bench's own prefix
-    (``env_extra``: more ``ERASER_*`` settings, e.g. batching off)."""
+    (``env_extra``: more ``ERASER_*`` settings, e.g. batching off); ``tree``: a checkout whose
+    code it runs (``bench.ab`` compares two)."""
     config = CACHE / "bench" / f"eraser-{label}.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(yaml.safe_dump({"models": [standin_model_config(upstream, MODEL)]}))
-    env = {**KEYS, "ERASER_CONFIG_FILE": str(config), "ERASER_REDIS__KEY_PREFIX": PREFIX}
+    env = {**KEYS, "ERASER_CONFIG_FILE": str(config), "ERASER_REDIS__KEY_PREFIX": prefix}
     env |= env_extra
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     args = ["-m", "service.cli", "serve", "--port", str(port)]
-    with launched(args, f"{url}/v2/health/ready", f"bench-gateway-{label}", env=env) as proc:
+    ready = f"{url}/v2/health/ready"
+    with launched(args, ready, f"bench-gateway-{label}", env=env, cwd=tree) as proc:
         yield Server(url, proc.pid)
 
 

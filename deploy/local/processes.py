@@ -65,15 +65,16 @@ def launched(
     log_name: str,
     env: Mapping[str, str] | None = None,
     timeout_s: float = 60.0,
+    cwd: Path = ROOT,
 ) -> Iterator[subprocess.Popen]:
-    """Start ``python -m ...`` args, wait until ``ready`` (a URL answering 200, or a check
-    returning True), stop it afterwards."""
+    """Start ``python -m ...`` args in ``cwd`` (whose packages ``-m`` imports first), wait until
+    ``ready`` (a URL answering 200, or a check returning True), stop it afterwards."""
     log_path = CACHE / "logs" / f"{log_name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, *args],
-            cwd=ROOT,
+            cwd=cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
