@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 PYTHON ?= python3
 
-.PHONY: test demo bench-perf lint redis prometheus compose-cli clean
+.PHONY: test demo bench-perf bench-quality lint redis prometheus compose-cli clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ demo: redis
 
 bench-perf: redis
 	$(PY) -m bench.perf
+
+# Adult and MNIST are read from ../shared/data (override: DATA=/path/to/data).
+DATA ?= ../shared/data
+bench-quality: redis
+	$(PY) -m bench.quality --data-dir $(DATA)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .hypothesis

@@ -135,11 +135,14 @@ def _target_text(key: str) -> str:
     return f"{'≤' if op == '<=' else '≥'} {value:g}"
 
 
-def replace_section(text: str, section: str) -> str:
-    """Swap the text between the perf markers, or append the section if there is none."""
-    start, end = text.find(MD_START), text.find(MD_END)
+def replace_section(
+    text: str, section: str, markers: tuple[str, str] = (MD_START, MD_END)
+) -> str:
+    """Swap the text between ``markers`` (the perf ones by default), or append the section if
+    there is none."""
+    start, end = text.find(markers[0]), text.find(markers[1])
     if start != -1 and end > start:
-        return text[:start] + section + text[end + len(MD_END) :]
+        return text[:start] + section + text[end + len(markers[1]) :]
     base = text.rstrip("\n") if text.strip() else "# Benchmarks"
     return f"{base}\n\n{section}\n"
 

@@ -1,4 +1,4 @@
-"""CLI of the stand-in black box: ``python -m blackbox train|serve``."""
+"""CLI of the stand-in black box: ``python -m blackbox train|serve|serve-dir``."""
 
 from __future__ import annotations
 
@@ -48,6 +48,38 @@ def serve(
         seed=seed,
         race_input=race_input,
     )
+
+
+@app.command("serve-dir")
+def serve_dir(
+    models_dir: Annotated[Path, typer.Option(help="directory of <name>.onnx + <name>.json models")],
+    port: Annotated[int, typer.Option()] = 9001,
+    host: Annotated[str, typer.Option(help="0.0.0.0 inside a container")] = "127.0.0.1",
+    threads: Annotated[int, typer.Option(min=1, help="onnxruntime intra-op threads per model")] = 1,
+    delay_ms: Annotated[float, typer.Option(help="artificial latency per request")] = 0.0,
+) -> None:
+    """Serve every ONNX model of a directory over OIP v2, each at /v2/models/{name}.
+
+    Fails before binding the port when the directory is missing, empty or holds a model that
+    cannot be loaded, so a benchmark never runs against a partial set of models.
+    """
+    from blackbox.onnx_model import MODEL_SUFFIX, OnnxModelError, load_model_dir
+    from blackbox.server import serve_models
+
+    try:
+        models = load_model_dir(models_dir, threads=threads)
+    except OnnxModelError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if not models:
+        typer.echo(
+            f"error: no models in {models_dir}: expected <name>{MODEL_SUFFIX} files, "
+            "each with a <name>.json",
+            err=True,
+        )
+        raise typer.Exit(1)
+    typer.echo(f"serving {', '.join(models)} on http://{host}:{port}", err=True)
+    serve_models(models, host=host, port=port, delay_ms=delay_ms)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -29,10 +30,17 @@ class MlpWeights:
     std: np.ndarray
     feature_names: list[str] = field(default_factory=lambda: list(FEATURE_NAMES))
     classes: list[str] = field(default_factory=lambda: list(CLASSES))
+    platform: ClassVar[str] = "numpy-mlp"  # the OIP metadata's "platform"
 
     @property
     def n_features(self) -> int:
         return int(self.weights[0].shape[0])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One row's shape, ``(n_features,)``: the server validates every model's input as
+        ``[N, *input_shape]``, tabular and image models alike."""
+        return (self.n_features,)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """2-class logits ``[0, η]`` [N, 2] float32, η the sklearn logistic pre-activation, so

@@ -1,9 +1,13 @@
-"""A minimal Open Inference Protocol v2 server for the stand-in model.
+"""A minimal Open Inference Protocol v2 server for the stand-in model(s).
 
 It plays the part of the unmodified deployed endpoint (KServe/Triton/MLServer) that the gateway
 sits in front of, so the gateway's OIP adapter is exercised against a real HTTP server. The infer
 hot path is deliberately thin: raw body → orjson → numpy → orjson, no pydantic model for the data
 array (validating 10^4 floats through pydantic would dominate latency in benchmarks).
+
+One process can serve several models by name (``/v2/models/{name}``), as a Triton or MLServer
+model repository does: the numpy COMPAS MLP and/or ONNX models (``blackbox.onnx_model``) that the
+quality benchmark trains with PyTorch and exports. This module never imports torch.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ import asyncio
 import math
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import orjson
@@ -33,6 +38,26 @@ _NUMERIC_DATATYPES = frozenset(
 _OPTS = orjson.OPT_SERIALIZE_NUMPY
 
 
+@runtime_checkable
+class ServedModel(Protocol):
+    """What the server needs from a model: ``MlpWeights`` and ``OnnxModel`` both provide it."""
+
+    platform: str  # OIP metadata "platform", e.g. "numpy-mlp" or "onnxruntime"
+
+    @property
+    def classes(self) -> list[str]: ...
+
+    @property
+    def feature_names(self) -> list[str] | None: ...
+
+    @property
+    def input_shape(self) -> tuple[int, ...]: ...
+
+    def logits(self, x: np.ndarray) -> np.ndarray: ...
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray: ...
+
+
 class InferError(Exception):
     """A client error, answered as OIP's ``{"error": msg}`` with the given status."""
 
@@ -46,8 +71,13 @@ def _json(payload: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(payload, option=_OPTS), status, media_type="application/json")
 
 
-def _parse_input(body: Any, n_features: int) -> np.ndarray:
-    """Validate the single input tensor and return it as float32 [N, F]."""
+def _parse_input(body: Any, input_shape: tuple[int, ...] | int) -> np.ndarray:
+    """Validate the single input tensor and return it as float32 [N, *input_shape].
+
+    ``input_shape`` is one row's shape: ``(F,)`` for a tabular model (an int F is accepted as
+    before), e.g. ``(3, 28, 28)`` for an image model.
+    """
+    row = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
     if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
         raise InferError("request must be a JSON object with an 'inputs' list")
     if len(body["inputs"]) != 1:
@@ -59,8 +89,9 @@ def _parse_input(body: Any, n_features: int) -> np.ndarray:
     if datatype not in _NUMERIC_DATATYPES:
         raise InferError(f"unsupported datatype {datatype!r}; expected FP32")
     ok_shape = isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)
-    if not ok_shape or len(shape) != 2 or shape[1] != n_features:
-        raise InferError(f"input shape must be [N, {n_features}], got {shape}")
+    if not ok_shape or len(shape) != len(row) + 1 or tuple(shape[1:]) != row:
+        want = ", ".join(str(d) for d in row)
+        raise InferError(f"input shape must be [N, {want}], got {shape}")
     try:
         arr = np.asarray(tensor["data"], dtype=np.float32)
     except (TypeError, ValueError) as exc:
@@ -90,34 +121,63 @@ def _tensor(name: str, values: np.ndarray) -> dict[str, Any]:
     return {"name": name, "shape": list(values.shape), "datatype": "FP32", "data": values.ravel()}
 
 
-def _metadata(model: MlpWeights, name: str, version: str) -> dict[str, Any]:
-    """OIP model metadata; parameters carry the column order and class names a client needs."""
+def _metadata(model: ServedModel, name: str, version: str) -> dict[str, Any]:
+    """OIP model metadata; parameters carry the column order (null for images) and class names
+    a client needs."""
     k = len(model.classes)
     return {
         "name": name,
         "versions": [version],
-        "platform": "numpy-mlp",
-        "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, model.n_features]}],
+        "platform": model.platform,
+        "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, *model.input_shape]}],
         "outputs": [{"name": o, "datatype": "FP32", "shape": [-1, k]} for o in OUTPUT_NAMES],
         "parameters": {"feature_names": model.feature_names, "classes": model.classes},
     }
 
 
+class _Entry:
+    """A served model with what its requests need precomputed (metadata, row shape)."""
+
+    __slots__ = ("input_shape", "metadata", "model")
+
+    def __init__(self, model: ServedModel, name: str, version: str) -> None:
+        self.model = model
+        self.input_shape = tuple(model.input_shape)
+        self.metadata = _metadata(model, name, version)
+
+
 def create_app(
-    model: MlpWeights, name: str = "compas", version: str = "1", delay_ms: float = 0.0
+    model: ServedModel | Mapping[str, ServedModel],
+    name: str = "compas",
+    version: str = "1",
+    delay_ms: float = 0.0,
 ) -> FastAPI:
-    """The OIP v2 app for one model; ``delay_ms`` simulates a slower real model in benchmarks."""
+    """The OIP v2 app for one model (served as ``name``) or for a mapping name → model (``name``
+    is then unused), each under ``/v2/models/{name}``; unknown names get 404.
+
+    ``delay_ms`` simulates a slower real model in benchmarks (the same for every model).
+    """
+    models: dict[str, ServedModel] = dict(model) if isinstance(model, Mapping) else {name: model}
+    if not models:
+        raise ValueError("create_app needs at least one model")
+    for model_name, served in models.items():
+        if not isinstance(model_name, str) or not model_name or "/" in model_name:
+            raise ValueError(f"invalid model name {model_name!r}")
+        if not isinstance(served, ServedModel):
+            raise TypeError(f"model {model_name!r} lacks the ServedModel interface: {served!r}")
+    entries = {n: _Entry(m, n, version) for n, m in models.items()}
     app = FastAPI(title="blackbox", docs_url=None, redoc_url=None, openapi_url=None)
     delay_s = max(delay_ms, 0.0) / 1000.0
-    metadata = _metadata(model, name, version)
 
     @app.exception_handler(InferError)
     async def _on_error(_: Request, exc: InferError) -> Response:
         return _json({"error": exc.message}, exc.status)
 
-    def _check_model(model_name: str) -> None:
-        if model_name != name:
+    def _entry(model_name: str) -> _Entry:
+        entry = entries.get(model_name)
+        if entry is None:
             raise InferError(f"model {model_name!r} not found", status=404)
+        return entry
 
     @app.get("/v2")
     async def server_metadata() -> Response:
@@ -133,29 +193,28 @@ def create_app(
 
     @app.get("/v2/models/{model_name}")
     async def model_metadata(model_name: str) -> Response:
-        _check_model(model_name)
-        return _json(metadata)
+        return _json(_entry(model_name).metadata)
 
     @app.get("/v2/models/{model_name}/ready")
     async def model_ready(model_name: str) -> Response:
-        _check_model(model_name)
-        return _json({"name": name, "ready": True})
+        _entry(model_name)
+        return _json({"name": model_name, "ready": True})
 
     async def _infer(model_name: str, request: Request) -> Response:
-        _check_model(model_name)
+        entry = _entry(model_name)
         try:
             body = orjson.loads(await request.body())
         except orjson.JSONDecodeError as exc:
             raise InferError(f"invalid JSON: {exc}") from None
-        x = _parse_input(body, model.n_features)
+        x = _parse_input(body, entry.input_shape)
         names = _requested_outputs(body)
         if delay_s:
             await asyncio.sleep(delay_s)
-        logits = model.logits(x)
-        values = {"logits": logits}
+        served = entry.model
+        values = {"logits": served.logits(x)}
         if "probabilities" in names:
-            values["probabilities"] = model.probabilities(x)
-        out: dict[str, Any] = {"model_name": name, "model_version": version}
+            values["probabilities"] = served.probabilities(x)
+        out: dict[str, Any] = {"model_name": model_name, "model_version": version}
         if "id" in body:
             out["id"] = body["id"]
         out["outputs"] = [_tensor(n, values[n]) for n in names]
@@ -209,4 +268,15 @@ def serve(
     """Run the server in the foreground (blocking)."""
     model = ensure_model(model_path, seed=seed, race_input=race_input)
     app = create_app(model, name=name, delay_ms=delay_ms)
+    uvicorn.Server(build_config(app, host=host, port=port)).run()
+
+
+def serve_models(
+    models: Mapping[str, ServedModel],
+    host: str = "127.0.0.1",
+    port: int = 9001,
+    delay_ms: float = 0.0,
+) -> None:
+    """Run a server for several named models in the foreground (blocking)."""
+    app = create_app(models, delay_ms=delay_ms)
     uvicorn.Server(build_config(app, host=host, port=port)).run()

@@ -36,7 +36,8 @@ def distill(
     epochs: Annotated[int, typer.Option(min=1)] = 300,
     seed: int = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    holdout: Annotated[float, typer.Option(help="held-out fraction of the calibration set")] = 0.25,
+    folds: Annotated[int, typer.Option(help="cross-fitting folds; 1 = one held-out part")] = 4,
+    holdout: Annotated[float, typer.Option(help="held-out fraction when --folds 1")] = 0.25,
 ) -> None:
     """Eraser rule distillation: query the black box, train, tune α, export, register."""
     settings = GatewaySettings()
@@ -50,6 +51,7 @@ def distill(
         epochs=epochs,
         seed=seed,
         device=_choice(device, ("auto", "cpu", "cuda"), "--device"),
+        folds=folds,
         holdout_fraction=holdout,
     )
     spec = asyncio.run(_store(settings, spec, calibration))

@@ -177,6 +177,13 @@ class TrainingSettings(BaseModel):
         default=30, ge=0, description="wait before a re-run (a black box that is down may recover)"
     )
     result_ttl_s: int = Field(default=7 * 24 * 3600, ge=1, description="job records kept this long")
+    torch_threads: int = Field(
+        default=1,
+        ge=0,
+        description="PyTorch threads per job (0: PyTorch's default, one per core); patch nets "
+        "are small, and on shared cores extra threads spin and slow every process down, so "
+        "scale with more workers instead",
+    )
     query_batch_size: int = Field(default=256, ge=1, description="rows per black-box call")
     query_concurrency: int = Field(default=4, ge=1, description="black-box calls in flight")
     cache_ttl_s: int = Field(

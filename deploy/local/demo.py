@@ -30,6 +30,7 @@ from blackbox.data import (
     with_race_feature,
 )
 from blackbox.model import CLASSES
+from deploy.local.jobs import wait_for_job
 from deploy.local.processes import (
     CACHE,
     clear_redis_prefix,
@@ -104,7 +105,7 @@ def _train_patch(gw: httpx.Client, data: CompasData, calib: np.ndarray) -> None:
         fair, raw = patch["holdout"]["fair"], patch["holdout"]["raw"]
         print(
             f"patch {patch['name']} v{patch['version']}: {patch['status']} "
-            f"(held-out EO bias {raw['eo_bias']:.2f} -> {fair['eo_bias']:.2f} at "
+            f"(calibration EO bias, out of fold, {raw['eo_bias']:.2f} -> {fair['eo_bias']:.2f} at "
             f"alpha={patch['alpha']}), active: {patch['activated']}"
         )
         print(f"  report: {gw.base_url}/patches/{patch['name']}/versions/{patch['version']}/report")
@@ -125,19 +126,10 @@ def _wait_until_served(gw: httpx.Client, revision: int, timeout_s: float = 30) -
 
 
 def _wait_for_job(gw: httpx.Client, url: str, timeout_s: float = 300) -> dict:
-    deadline, shown = time.monotonic() + timeout_s, None
-    while time.monotonic() < deadline:
-        job = gw.get(url, headers=ADMIN).json()
-        stage = (job.get("progress") or {}).get("stage")
-        if stage != shown:
-            print(f"  job {job['state']}: {stage}")
-            shown = stage
-        if job["state"] == "finished":
-            return job
-        if job["state"] in ("failed", "stopped", "canceled"):
-            raise RuntimeError(f"training job {job['state']}: {job['error']}")
-        time.sleep(0.3)
-    raise TimeoutError(f"training job not finished after {timeout_s} s")
+    def show(job: dict) -> None:
+        print(f"  job {job['state']}: {(job.get('progress') or {}).get('stage')}")
+
+    return wait_for_job(lambda: gw.get(url, headers=ADMIN).json(), timeout_s, on_stage=show)
 
 
 def _report(gw: httpx.Client, data: CompasData, test: np.ndarray) -> dict[str, GroupReport]:

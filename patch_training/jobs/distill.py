@@ -1,7 +1,8 @@
 """The ``distill`` job: calibration set → black-box answers → Eraser patch → signed version.
 
-Steps (issue #3): query the black box (cached), Eq. 17 targets, fit G (Eq. 18) with early
-stopping on a held-out part, tune α on that part, export ONNX with a parity check, write the
+Steps (issue #3): query the black box (cached), Eq. 17 targets, fit G (Eq. 18) per cross-fitting
+fold with early stopping on the fold's held-out rows, tune α on every row out of fold, export
+the fold nets as one ONNX graph with a parity check, write the
 report, register the version with the gate's verdict — all in one atomic registry write — and
 activate it only when asked and only when the gate passed.
 """
@@ -19,13 +20,13 @@ from patch_training.alpha import DEFAULT_GRID
 from patch_training.blackbox import query_log_probs
 from patch_training.calibration import CalibrationSet
 from patch_training.gate import judge
-from patch_training.holdout import Holdout, split_holdout
+from patch_training.holdout import Holdout, make_folds
 from patch_training.jobs.activation import activate
 from patch_training.jobs.context import JobContext
 from patch_training.jobs.report import report_dict, stored_report
 from patch_training.jobs.spec import DistillJobSpec, DistillResult, PatchOutcome
 from patch_training.methods.eraser import EraserOptions, EraserPatch, train_eraser_patch
-from patch_training.nets import FitConfig
+from patch_training.nets import FitConfig, limit_threads
 from service.registry.models import REJECTED, VALIDATED, PatchSpec, StackEntry, VersionStatus
 from service.settings import ModelConfig
 
@@ -60,10 +61,10 @@ async def run_distill(
     outcomes, holdout_rows = [], 0
     for column in spec.bias:
         b = calib.bias[column]
-        holdout = split_holdout(calib.y, b, spec.holdout_fraction, spec.seed)
-        holdout_rows = len(holdout.val)
+        folds = make_folds(calib.y, b, spec.folds, spec.holdout_fraction, spec.seed)
         with timer("train"):
-            patch = _train(spec, calib, log_m, b, holdout, model, ctx)
+            patch = _train(spec, calib, log_m, b, folds, model, ctx)
+        holdout_rows = patch.judged_rows
         with timer("register"):
             outcomes.append(await _register(spec, column, calib, patch, model, ctx))
     revision = await _activate(spec, model, outcomes, ctx) if spec.activate else None
@@ -83,7 +84,7 @@ def _train(
     calib: CalibrationSet,
     log_m: np.ndarray,
     b: np.ndarray,
-    holdout: Holdout,
+    folds: list[Holdout],
     model: ModelConfig,
     ctx: JobContext,
 ) -> EraserPatch:
@@ -102,9 +103,10 @@ def _train(
         alpha_grid=tuple(spec.alpha_grid or DEFAULT_GRID),
         max_avg_acc_drop_pp=spec.gate.max_avg_acc_drop_pp,
     )
-    with ctx.progress.stage("train", spec.epochs, unit="epoch") as advance:
+    limit_threads(ctx.settings.training.torch_threads)
+    with ctx.progress.stage("train", spec.epochs * len(folds), unit="epoch") as advance:
         return train_eraser_patch(
-            calib.x, log_m, calib.y, b, holdout, model, opts, on_epoch=lambda *_: advance(1)
+            calib.x, log_m, calib.y, b, folds, model, opts, on_epoch=lambda *_: advance(1)
         )
 
 
@@ -165,19 +167,22 @@ def _training_record(
     spec: DistillJobSpec, column: str, patch: EraserPatch, ctx: JobContext
 ) -> dict[str, object]:
     """What the signed manifest says about how the patch was made (enough to rebuild it)."""
-    fit = patch.fit
     return {
         "job": spec.model_dump(mode="json", exclude={"activate"}),
         "job_id": ctx.job_id,
         "bias_column": column,
         "net": patch.net_description,
-        "fit": {
-            "best_epoch": fit.best_epoch,
-            "epochs_run": fit.epochs_run,
-            "best_val_kl": fit.best_val_kl,
-            "device": fit.device,
-            "seconds": round(fit.seconds, 3),
-        },
+        "fit": [
+            {
+                "best_epoch": fit.best_epoch,
+                "epochs_run": fit.epochs_run,
+                "best_val_kl": fit.best_val_kl,
+                "device": fit.device,
+                "seconds": round(fit.seconds, 3),
+            }
+            for fit in patch.fits
+        ],
+        "judged_rows": patch.judged_rows,
         "onnx_parity_max_abs_diff": patch.parity_max_abs_diff,
     }
 

@@ -1,4 +1,4 @@
-"""The training report stored with every version: held-out numbers as JSON, and a PNG plot.
+"""The training report stored with every version: out-of-fold numbers as JSON, and a PNG plot.
 
 Operators decide whether to activate from this, so it shows the evidence the gate used: group
 accuracies raw vs fair, the α curve with the chosen α, and how distillation and export went.
@@ -30,11 +30,11 @@ def report_dict(
     training: dict[str, Any],
     calibration: dict[str, Any],
 ) -> dict[str, Any]:
-    """Everything measured on the held-out part, in percent (paper Eq. 20 for the EO bias)."""
+    """Everything measured out of fold, in percent (paper Eq. 20 for the EO bias)."""
     return {
         "patch": patch,
         "bias": bias,
-        "metrics_unit": "percent; eo_bias = paper Eq. 20 on the held-out calibration part",
+        "metrics_unit": "percent; eo_bias = paper Eq. 20 on calibration rows judged out of fold",
         "raw": _metrics(choice.at(0.0)),
         "fair": _metrics(choice.at(choice.alpha)),
         "alpha_1": _metrics(choice.at(1.0)),
@@ -60,7 +60,7 @@ def render_png(report: dict[str, Any]) -> bytes:
     bars, curve = fig.subplots(1, 2)
     _group_bars(bars, report)
     _alpha_curve(curve, report)
-    fig.suptitle(f"{report['patch']}: held-out calibration part (bias: {report['bias']})")
+    fig.suptitle(f"{report['patch']}: calibration rows out of fold (bias: {report['bias']})")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     return buf.getvalue()

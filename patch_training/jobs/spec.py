@@ -33,7 +33,16 @@ class DistillJobSpec(BaseModel):
     calibration_set_id: str | None = Field(
         default=None, description="sha256 of a stored calibration set (set by the uploader)"
     )
-    holdout_fraction: float = Field(default=0.25, gt=0, lt=1)
+    folds: int = Field(
+        default=4,
+        ge=1,
+        le=10,
+        description="cross-fitting folds: α and the gate are judged on every row, by the net "
+        "that did not see it, and the patch serves all fold nets; 1 = one held-out part",
+    )
+    holdout_fraction: float = Field(
+        default=0.25, gt=0, lt=1, description="the held-out part when folds = 1"
+    )
     arch: Arch = Field(default="auto", description="auto: MLP for [F] inputs, small CNN for images")
     hidden: list[int] = Field(default=[64, 64], description="MLP hidden widths")
     epochs: int = Field(default=300, ge=1)
@@ -75,7 +84,7 @@ class PatchOutcome(BaseModel):
 class DistillResult(BaseModel):
     calibration_set_id: str
     rows: int
-    holdout_rows: int
+    holdout_rows: int = Field(description="rows α and the gate were judged on (out of fold)")
     cached_outputs: bool = Field(description="black-box answers came from the cache")
     patches: list[PatchOutcome]
     stack_revision: int | None = Field(default=None, description="set when activated")

@@ -12,21 +12,24 @@ from typing import Literal
 import numpy as np
 from torch import nn
 
+from patch_training.nets.ensemble import FoldEnsemble
 from patch_training.nets.fit import FitConfig, FitResult, fit_to_targets, predict_log
 from patch_training.nets.tabular import TabularMLP, TabularPreprocess
-from patch_training.nets.torch_env import resolve_device, seed_everything
+from patch_training.nets.torch_env import limit_threads, resolve_device, seed_everything
 from patch_training.nets.vision import MIN_SIDE, ResNet18, SmallCNN
 
 __all__ = [
     "Arch",
     "FitConfig",
     "FitResult",
+    "FoldEnsemble",
     "ResNet18",
     "SmallCNN",
     "TabularMLP",
     "TabularPreprocess",
     "build_patch_net",
     "fit_to_targets",
+    "limit_threads",
     "predict_log",
     "resolve_device",
     "seed_everything",

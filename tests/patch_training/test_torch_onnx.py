@@ -16,7 +16,7 @@ from patch_training.export.torch_onnx import (  # noqa: E402
     check_parity,
     export_patch,
 )
-from patch_training.nets import build_patch_net, seed_everything  # noqa: E402
+from patch_training.nets import FoldEnsemble, build_patch_net, seed_everything  # noqa: E402
 
 SHAPES = {"mlp": (6,), "cnn": (3, 12, 10), "resnet18": (3, 8, 8)}
 
@@ -87,3 +87,19 @@ def test_unseen_category_level_matches_torch_in_onnx() -> None:
     x = _inputs("mlp", 4)
     x[:, 1] = [9.0, -1.0, 2.5, 3.0]  # levels never seen in calibration (0..3), one seen
     assert check_parity(net, export_patch(net, SHAPES["mlp"]), x) <= 1e-4
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_fold_ensemble_exports_the_normalised_mean_of_its_members(arch: str) -> None:
+    members = [_net(arch, seed=s) for s in (0, 1, 2)]
+    ensemble = FoldEnsemble(members).eval()
+    blob = export_patch(ensemble, SHAPES[arch])
+    x = _inputs(arch, 7, seed=4)
+    assert check_parity(ensemble, blob, x) <= 1e-4
+    with torch.no_grad():
+        logs = torch.stack([m(torch.from_numpy(x)) for m in members]).mean(dim=0)
+    expected = torch.log_softmax(logs, dim=-1).numpy()
+    session = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"x": x})
+    assert np.allclose(got, expected, atol=1e-5)
+    assert np.allclose(np.exp(got).sum(axis=1), 1.0, atol=1e-5)

@@ -42,7 +42,9 @@ async def test_job_registers_a_signed_version_with_its_report(
     assert {p["alpha"] for p in body["alpha"]["curve"]} >= {0.0, 1.0}
     assert body["raw"]["eo_bias"] == pytest.approx(outcome.holdout["raw"]["eo_bias"])
     assert report.png is not None and report.png.startswith(b"\x89PNG")
-    assert result.rows == len(calibration) and 0 < result.holdout_rows < result.rows
+    # Cross-fitting (4 folds by default): every row judged by the fold net that did not see it.
+    assert result.rows == result.holdout_rows == len(calibration)
+    assert manifest.training_config["net"]["folds"] == len(manifest.training_config["fit"]) == 4
 
 
 async def test_rerun_reuses_the_cached_black_box_answers(

@@ -138,7 +138,7 @@ async def test_bad_input_fails_once_with_its_reason_and_is_not_retried(
     client: httpx.AsyncClient, settings: GatewaySettings, tmp_path: Path
 ) -> None:
     # Valid at upload, unusable at training: a held-out fraction that leaves nothing to fit.
-    accepted = (await submit(client, SPEC | {"holdout_fraction": 0.9999})).json()
+    accepted = (await submit(client, SPEC | {"folds": 1, "holdout_fraction": 0.9999})).json()
     with running_worker(settings, tmp_path, burst=True):
         job = await finished_job(client, accepted["status_url"])
     assert job["state"] == "failed"

@@ -1,0 +1,166 @@
+"""`make bench-quality`: how well the running product debiases real deployed models.
+
+The paper's protocol (Sec. V) through the real system: deployed models are trained here and
+served by a separate black-box process, patches come from training jobs that query it, and
+predictions from the gateway's HTTP API. ``--quick`` (one seed, COMPAS only) is the CI check;
+it writes under ``.cache/`` and leaves the committed results alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from tqdm import tqdm
+
+from bench.quality.client import Gateway
+from bench.quality.deployed import deployed_onnx
+from bench.quality.markdown import write_markdown
+from bench.quality.plots import plot_setting
+from bench.quality.protocol import SETTINGS, Run, evaluate, plan
+from bench.quality.results import aggregate, for_json, targets
+from bench.quality.system import RUN_DIR, running_system
+from blackbox.onnx_model import write_onnx_model
+from deploy.local.processes import ROOT
+
+RESULTS = ROOT / "bench" / "results"
+DEFAULT_DATA = ROOT.parent / "shared" / "data"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Quality benchmark through the running service.")
+    p.add_argument("--quick", action="store_true", help="one seed, COMPAS only, results in .cache")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
+    p.add_argument("--settings", default=",".join(SETTINGS), help=f"any of {list(SETTINGS)}")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("ERASER_BENCH_DATA", DEFAULT_DATA)),
+        help="folder with adult.*.gz and mnist_5k.csv.gz",
+    )
+    p.add_argument("--out", type=Path, help="results folder (default bench/results)")
+    p.add_argument(
+        "--markdown-only",
+        action="store_true",
+        help="measure nothing: rewrite the BENCHMARKS.md section from the folder's quality.json",
+    )
+    args = p.parse_args(argv)
+    if args.quick:
+        args.seeds, args.settings = 1, "compas"
+        args.out = args.out or RUN_DIR / "quick"
+    args.out = args.out or RESULTS
+    args.settings = [s.strip() for s in args.settings.split(",") if s.strip()]
+    unknown = [s for s in args.settings if s not in SETTINGS]
+    if unknown:
+        p.error(f"unknown setting(s) {unknown}; choose from {list(SETTINGS)}")
+    if set(args.settings) - {"compas"} and not (args.data_dir / "mnist_5k.csv.gz").exists():
+        p.error(f"{args.data_dir} lacks the Adult/MNIST files: pass --data-dir")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.markdown_only:
+        res = orjson.loads((args.out / "quality.json").read_bytes())
+        write_markdown(ROOT / "BENCHMARKS.md", res, _plot_paths(args.out, res))
+        return res
+    started = time.perf_counter()
+    runs = plan(args.settings, list(range(args.seeds)), args.data_dir)
+    phases = {"deployed_models": _deploy(runs)}
+    t0 = time.perf_counter()
+    results = _measure(runs)
+    phases["jobs_and_predictions"] = time.perf_counter() - t0
+    res = _report(args, results, phases, time.perf_counter() - started)
+    print(f"results: {args.out / 'quality.json'}")
+    for dataset, checks in res["_targets"].items():
+        verdicts = ", ".join(f"{k}: {v['value']} ({'met' if v['met'] else 'MISSED'})"
+                             for k, v in checks.items())  # fmt: skip
+        print(f"  {dataset}: {verdicts}")
+    return res
+
+
+def _deploy(runs: list[Run]) -> float:
+    """Train (or read from the cache) every deployed model; write the black box's folder."""
+    started = time.perf_counter()
+    model_dir = RUN_DIR / "models"
+    shutil.rmtree(model_dir, ignore_errors=True)
+    unique = {r.deployed: r for r in runs}
+    for name, run in tqdm(unique.items(), desc="deployed models", unit="model"):
+        blob, _ = deployed_onnx(run.task, run.variant, run.seed, RUN_DIR / "cache")
+        t = run.task
+        write_onnx_model(model_dir, name, blob, t.classes, t.input_shape, t.feature_names)
+    return time.perf_counter() - started
+
+
+def _measure(runs: list[Run]) -> list[dict[str, Any]]:
+    """Queue every job at once (the worker trains the next while this process measures the
+    last), then measure the runs in order."""
+    with running_system([r.model() for r in runs], RUN_DIR / "models") as system:
+        gw = Gateway(system.gateway_url)
+        try:
+            urls = [gw.submit(r.gateway_model, r.task, r.calib, r.seed) for r in runs]
+            bar = tqdm(list(zip(runs, urls, strict=True)), desc="jobs + test predictions",
+                       unit="run")  # fmt: skip
+            return [evaluate(gw, run, url) for run, url in bar]
+        finally:
+            gw.close()
+
+
+def _report(
+    args: argparse.Namespace, results: list[dict[str, Any]], phases: dict[str, float],
+    wall_s: float,
+) -> dict[str, Any]:  # fmt: skip
+    summary = aggregate(results)
+    command = "python -m bench.quality --quick" if args.quick else "make bench-quality"
+    res: dict[str, Any] = {
+        **for_json(summary),
+        "_targets": targets(summary),
+        "_meta": {
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "cores": os.cpu_count(),
+            "seeds": list(range(args.seeds)),
+            "settings": args.settings,
+            "command": command,
+            "wall_s": round(wall_s, 1),
+            "phases_s": {k: round(v, 1) for k, v in phases.items()},
+        },
+        "_runs": [_run_record(r) for r in results],
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "quality.json").write_bytes(
+        orjson.dumps(res, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+    )
+    for key in summary:
+        plot_setting(SETTINGS[key].title, summary[key], args.out / f"quality_{key}.png")
+    if not args.quick:
+        write_markdown(ROOT / "BENCHMARKS.md", res, _plot_paths(args.out, res))
+    return res
+
+
+def _plot_paths(out: Path, res: dict[str, Any]) -> dict[str, str]:
+    """The PNG of each setting, relative to the repository (how BENCHMARKS.md links it)."""
+    paths = {key: out / f"quality_{key}.png" for key in res if key in SETTINGS}
+    return {key: os.path.relpath(path, ROOT) for key, path in paths.items() if path.exists()}
+
+
+def _run_record(run: dict[str, Any]) -> dict[str, Any]:
+    """One run as ``quality.json`` keeps it: the job's verdict and out-of-fold calibration
+    figures, and each row's three headline numbers (the summary has the rest, over seeds)."""
+    rows = {
+        k: {m: round(row[m], 2) for m in ("avg", "worst", "eo")} for k, row in run["rows"].items()
+    }
+    gate = ("avg_group_acc", "eo_bias")  # what the validation gate judged, out of fold
+    holdout = {k: {m: round(run["holdout"][k][m], 2) for m in gate} for k in ("raw", "fair")}
+    kept = {k: v for k, v in run.items() if k not in ("served_revision", "reason")}
+    return kept | {"rows": rows, "holdout": holdout}
+
+
+if __name__ == "__main__":
+    main()

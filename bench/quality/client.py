@@ -1,0 +1,122 @@
+"""What the benchmark does to the running gateway, as an operator and as an application would:
+upload a calibration set, follow the job, re-weight the served stack, ask for predictions."""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+
+from bench.quality.datasets import Table, Task
+from bench.quality.system import KEYS
+
+PREDICT = {"Authorization": f"Bearer {KEYS['ERASER_PREDICT_API_KEY']}"}
+ADMIN = {"Authorization": f"Bearer {KEYS['ERASER_ADMIN_API_KEY']}"}
+PREDICT_CHUNK = 500  # rows per /predict call (the gateway takes up to 1,024)
+
+
+@dataclass(frozen=True)
+class Served:
+    """One pass over a table through ``/predict``: raw and fair class probabilities, and the
+    stack that answered (every chunk must come from the same revision)."""
+
+    raw: np.ndarray
+    fair: np.ndarray
+    revision: int
+    patches: list[dict[str, Any]]
+
+
+def calibration_file(task: Task, table: Table) -> tuple[str, bytes]:
+    """The operator's upload: a CSV with named columns for tabular models, an NPZ of 8-bit
+    images plus label arrays otherwise (the formats ``POST /patches`` accepts)."""
+    labels = np.array(task.classes)[table.y]
+    if task.feature_names is None:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, x=table.X.astype(np.uint8),
+                            **{task.target_name: labels, task.bias_name: table.b})  # fmt: skip
+        return f"{task.dataset}.npz", buf.getvalue()
+    out = io.StringIO()
+    out.write(",".join([*task.feature_names, task.target_name, task.bias_name]) + "\n")
+    for row, label, bias in zip(table.X, labels, table.b, strict=True):
+        out.write(",".join([*(f"{v:g}" for v in row), label, bias]) + "\n")
+    return f"{task.dataset}.csv", out.getvalue().encode()
+
+
+class Gateway:
+    def __init__(self, url: str, timeout_s: float = 300.0) -> None:
+        self.http = httpx.Client(base_url=url, timeout=timeout_s)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def submit(self, model: str, task: Task, table: Table, seed: int) -> str:
+        """Upload a calibration set; the job activates the patch if it passes the gate."""
+        spec = {"model": model, "target": task.target_name, "bias": [task.bias_name],
+                "seed": seed, "activate": True}  # fmt: skip
+        r = self.http.post(
+            "/patches",
+            headers=ADMIN,
+            data={"spec": orjson.dumps(spec).decode()},
+            files={"calibration": calibration_file(task, table)},
+        )
+        _check(r)
+        return r.json()["status_url"]
+
+    def job(self, status_url: str) -> dict[str, Any]:
+        r = self.http.get(status_url, headers=ADMIN)
+        _check(r)
+        return r.json()
+
+    def wait_served(self, model: str, revision: int, timeout_s: float = 60) -> None:
+        """Activation is asynchronous: wait until the gateway hot-loaded ``revision``."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            r = self.http.get(f"/models/{model}/stack", headers=ADMIN)
+            _check(r)
+            if r.json()["served_revision"] == revision:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"{model}: stack revision {revision} not served after {timeout_s} s")
+
+    def set_alpha(self, model: str, alpha: float) -> int:
+        """Re-weight every patch of the active stack to ``alpha``; the new revision."""
+        r = self.http.get(f"/models/{model}/stack", headers=ADMIN)
+        _check(r)
+        stack = r.json()["stack"]
+        entries = [{**e, "alpha": alpha} for e in stack["entries"]]
+        body = {"entries": entries, "expected_revision": stack["revision"],
+                "reason": f"quality benchmark: alpha={alpha}"}  # fmt: skip
+        r = self.http.put(f"/models/{model}/stack", headers=ADMIN, json=body)
+        _check(r)
+        return int(r.json()["stack"]["revision"])
+
+    def predict(self, model: str, classes: list[str], x: np.ndarray) -> Served:
+        raw, fair, revisions, patches = [], [], set(), []
+        for start in range(0, len(x), PREDICT_CHUNK):
+            body = {"model": model, "instances": x[start : start + PREDICT_CHUNK],
+                    "return_raw": True}  # fmt: skip
+            r = self.http.post(
+                "/predict",
+                headers={**PREDICT, "Content-Type": "application/json"},
+                content=orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+            )
+            _check(r)
+            answer = orjson.loads(r.content)
+            revisions.add(answer["revision"])
+            patches = answer["patches"]
+            for p in answer["predictions"]:
+                raw.append([p["raw_probabilities"][c] for c in classes])
+                fair.append([p["probabilities"][c] for c in classes])
+        if len(revisions) != 1:
+            raise RuntimeError(f"{model}: one pass was served by several revisions {revisions}")
+        return Served(np.array(raw), np.array(fair), revisions.pop(), patches)
+
+
+def _check(r: httpx.Response) -> None:
+    if r.status_code >= 400:
+        raise RuntimeError(f"{r.request.method} {r.request.url.path} -> {r.status_code}: {r.text}")

@@ -1,0 +1,276 @@
+"""The three benchmark datasets as arrays, and the paper's split of each (Sec. V, implementation).
+
+Every task has a *training split*, of which the deployed model sees 5/6 and the operator keeps
+1/6 as the calibration set, and a *test split* that nothing is fitted or tuned on. A second,
+small calibration set (``SMALL_CALIBRATION`` rows, the paper's Fig. 8 size) is drawn from the
+calibration set. Inputs are what a client of the deployed model sends: COMPAS and Adult as
+numeric feature vectors with the protected attribute among them (the paper's setting: the
+deployed model may use it, the Eraser must remove its effect), Colored MNIST as 3×28×28 images
+with 0–255 pixel values.
+
+COMPAS comes from the vendored slice (``blackbox/data``), Adult and MNIST from the shared data
+folder (``--data-dir``): they are only read by ``make bench-quality``, never by a test.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from blackbox.data import RACES, load_compas, split, with_race_feature
+
+SMALL_CALIBRATION = 160  # about 1/1000 of a paper training set (Fig. 8); 160 here for all
+DEPLOYED_SHARE = 5 / 6  # of the training split; the rest is the calibration set
+
+
+@dataclass(frozen=True)
+class Table:
+    """Model inputs ``X`` (float32 [N, *shape]), target ``y`` (class indices) and the bias
+    attribute ``b`` (strings), aligned row by row."""
+
+    X: np.ndarray
+    y: np.ndarray
+    b: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def subset(self, idx: np.ndarray) -> Table:
+        return Table(self.X[idx], self.y[idx], self.b[idx])
+
+
+@dataclass(frozen=True)
+class Task:
+    """One dataset at one seed: what the deployed model trains on, the operator's calibration
+    sets, and the test split, plus the names a gateway model config and a calibration file use."""
+
+    dataset: str
+    train: Table
+    calib: Table
+    small_calib: Table
+    test: Table
+    classes: list[str]
+    bias_values: list[str]
+    target_name: str
+    bias_name: str
+    feature_names: list[str] | None
+    input_shape: tuple[int, ...]
+    notes: dict[str, object] = field(default_factory=dict)
+
+
+def stratified_fraction(y: np.ndarray, b: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """About ``n`` row indices, proportionally from every (y, b) cell, at least one per cell:
+    the small calibration set must still hold every group the Eraser averages over."""
+    rng = np.random.default_rng(seed)
+    keys = np.char.add(np.asarray(y).astype(str), np.char.add("|", np.asarray(b).astype(str)))
+    picked = []
+    for key in np.unique(keys):
+        idx = np.flatnonzero(keys == key)
+        take = max(1, round(n * len(idx) / len(keys)))
+        picked.append(rng.choice(idx, size=min(take, len(idx)), replace=False))
+    return np.sort(np.concatenate(picked))
+
+
+def _deployed_and_calib(table: Table, seed: int) -> tuple[Table, Table, Table]:
+    """5/6 for the deployed model, 1/6 for calibration (stratified), and the small subset."""
+    strata = np.char.add(table.y.astype(str), np.char.add("|", table.b))
+    parts = split(len(table), seed=seed, fractions=(DEPLOYED_SHARE, 1 - DEPLOYED_SHARE, 0.0),
+                  strata=strata)  # fmt: skip
+    calib = table.subset(parts.calib)
+    small = calib.subset(stratified_fraction(calib.y, calib.b, SMALL_CALIBRATION, seed))
+    return table.subset(parts.train), calib, small
+
+
+# --- COMPAS ---------------------------------------------------------------------------------
+
+COMPAS_TEST_SHARE = 0.2
+
+
+def compas_task(seed: int) -> Task:
+    """The vendored ProPublica slice (5,278 rows) with race as an input; a fixed 20% test split
+    (seed 0, stratified by target and race), the other 80% split 5/6 : 1/6 by ``seed``."""
+    data = with_race_feature(load_compas())
+    strata = data.y * 2 + (data.race == RACES[1]).astype(np.int64)
+    outer = split(len(data), seed=0, fractions=(1 - COMPAS_TEST_SHARE, 0.0, COMPAS_TEST_SHARE),
+                  strata=strata)  # fmt: skip
+    full = Table(data.X, data.y, data.race.astype(str))
+    train, calib, small = _deployed_and_calib(full.subset(outer.train), seed)
+    return Task(
+        dataset="compas",
+        train=train,
+        calib=calib,
+        small_calib=small,
+        test=full.subset(outer.test),
+        classes=["no_recid", "recid"],
+        bias_values=list(RACES),
+        target_name="two_year_recid",
+        bias_name="race",
+        feature_names=list(data.feature_names),
+        input_shape=(len(data.feature_names),),
+    )
+
+
+# --- Adult ----------------------------------------------------------------------------------
+
+ADULT_COLUMNS = (
+    "age", "workclass", "fnlwgt", "education", "education_num", "marital_status", "occupation",
+    "relationship", "race", "sex", "capital_gain", "capital_loss", "hours_per_week",
+    "native_country", "income",
+)  # fmt: skip
+ADULT_NUMERIC = ("age", "education_num", "hours_per_week")
+ADULT_LOG = ("capital_gain", "capital_loss")  # heavy-tailed: log1p, as most Adult pipelines do
+ADULT_ONE_HOT = ("workclass", "marital_status", "occupation", "relationship", "race")
+
+
+def _read_adult(path: Path) -> list[dict[str, str]]:
+    """UCI's comma-and-space format; rows with a missing ('?') value are dropped, as usual."""
+    rows = []
+    with gzip.open(path, "rt") as fh:
+        for record in csv.reader(fh, skipinitialspace=True):
+            if len(record) != len(ADULT_COLUMNS) or "?" in record:
+                continue  # the test file's '|1x3 Cross validator' header and incomplete rows
+            rows.append(dict(zip(ADULT_COLUMNS, record, strict=True)))
+    return rows
+
+
+def _adult_matrix(
+    rows: list[dict[str, str]], vocab: dict[str, list[str]]
+) -> tuple[np.ndarray, list[str]]:
+    names = [*ADULT_NUMERIC, *(f"log_{c}" for c in ADULT_LOG)]
+    names += [f"{c}={v}" for c in ADULT_ONE_HOT for v in vocab[c]]
+    names += ["sex_male", "native_us"]
+    X = np.zeros((len(rows), len(names)), dtype=np.float32)
+    col = {n: i for i, n in enumerate(names)}
+    for r, row in enumerate(rows):
+        for c in ADULT_NUMERIC:
+            X[r, col[c]] = float(row[c])
+        for c in ADULT_LOG:
+            X[r, col[f"log_{c}"]] = np.log1p(float(row[c]))
+        for c in ADULT_ONE_HOT:
+            key = f"{c}={row[c]}"
+            if key in col:
+                X[r, col[key]] = 1.0
+        X[r, col["sex_male"]] = float(row["sex"] == "Male")
+        X[r, col["native_us"]] = float(row["native_country"] == "United-States")
+    return X, names
+
+
+def _adult_table(rows: list[dict[str, str]], vocab: dict[str, list[str]]) -> Table:
+    X, _ = _adult_matrix(rows, vocab)
+    y = np.array([int(r["income"].rstrip(".") == ">50K") for r in rows], dtype=np.int64)
+    b = np.array([r["sex"] for r in rows], dtype=str)
+    return Table(X, y, b)
+
+
+def adult_task(seed: int, data_dir: Path) -> Task:
+    """UCI's own split: ``adult.data`` (30,162 complete rows) is the training split,
+    ``adult.test`` (15,060) the test split; bias sex, target income > 50K."""
+    train_rows = _read_adult(data_dir / "adult.data.gz")
+    test_rows = _read_adult(data_dir / "adult.test.gz")
+    vocab = {c: sorted({r[c] for r in train_rows}) for c in ADULT_ONE_HOT}
+    _, names = _adult_matrix(train_rows[:1], vocab)
+    train, calib, small = _deployed_and_calib(_adult_table(train_rows, vocab), seed)
+    return Task(
+        dataset="adult",
+        train=train,
+        calib=calib,
+        small_calib=small,
+        test=_adult_table(test_rows, vocab),
+        classes=["<=50K", ">50K"],
+        bias_values=["Female", "Male"],
+        target_name="income",
+        bias_name="sex",
+        feature_names=names,
+        input_shape=(len(names),),
+    )
+
+
+# --- Colored MNIST --------------------------------------------------------------------------
+
+# One background colour per digit class (RGB, 0-255), well apart from each other and from the
+# white strokes.
+PALETTE = np.array(
+    [
+        (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+        (145, 30, 180), (70, 240, 240), (240, 50, 230), (128, 128, 0), (0, 0, 128),
+    ],
+    dtype=np.float32,
+)  # fmt: skip
+COLOUR_NAMES = [f"colour{k}" for k in range(10)]
+MNIST_TEST_PER_CLASS = 100
+RHO_TRAIN = 0.99
+
+
+def load_mnist(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """mnist_5k: 5,000 digits as uint8 [N, 28, 28] and their labels."""
+    raw = np.loadtxt(data_dir / "mnist_5k.csv.gz", delimiter=",", dtype=np.int64)
+    return raw[:, :784].reshape(-1, 28, 28).astype(np.uint8), raw[:, 784]
+
+
+def colourise(gray: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """White strokes on a coloured background: ``g·255 + (1 − g)·colour`` per channel, rounded
+    to 0–255 (what a client would send as an 8-bit image), float32 [N, 3, 28, 28]."""
+    g = gray.astype(np.float32)[:, None] / 255.0
+    background = PALETTE[colours][:, :, None, None]
+    return np.rint(g * 255.0 + (1.0 - g) * background).astype(np.float32)
+
+
+def biased_colours(y: np.ndarray, rho: float, rng: np.random.Generator) -> np.ndarray:
+    """Each digit's own colour with probability ``rho``, otherwise one of the other nine,
+    uniformly; ``rho = 0.1`` is uniform over all ten."""
+    other = (y + rng.integers(1, 10, size=len(y))) % 10
+    return np.where(rng.random(len(y)) < rho, y, other)
+
+
+def _coloured_table(gray: np.ndarray, y: np.ndarray, colours: np.ndarray) -> Table:
+    b = np.array(COLOUR_NAMES, dtype=str)[colours]
+    return Table(colourise(gray, colours), y.astype(np.int64), b)
+
+
+def cmnist_task(
+    seed: int, data_dir: Path, rho_train: float = RHO_TRAIN, rho_calib: float | None = None
+) -> Task:
+    """Colored MNIST from mnist_5k: 1,000 test digits (100 per class, fixed), each shown in all
+    ten colours (10,000 images: 100 per (digit, colour) group, so worst-group and EO figures
+    are stable); the other 4,000 split 5/6 : 1/6 by ``seed``. Training colours follow
+    ``rho_train``; calibration colours ``rho_calib`` (default: the same as training — the
+    paper's protocol, where the calibration set is part of the biased training data)."""
+    gray, y = load_mnist(data_dir)
+    outer = split(len(y), seed=0, fractions=(0.8, 0.0, 0.2), strata=y)
+    rng = np.random.default_rng(seed)
+    inner = split(len(outer.train), seed=seed,
+                  fractions=(DEPLOYED_SHARE, 1 - DEPLOYED_SHARE, 0.0),
+                  strata=y[outer.train])  # fmt: skip
+    train_idx, calib_idx = outer.train[inner.train], outer.train[inner.calib]
+    rho_c = rho_train if rho_calib is None else rho_calib
+    train = _coloured_table(gray[train_idx], y[train_idx],
+                            biased_colours(y[train_idx], rho_train, rng))  # fmt: skip
+    calib = _coloured_table(gray[calib_idx], y[calib_idx],
+                            biased_colours(y[calib_idx], rho_c, rng))  # fmt: skip
+    small = calib.subset(stratified_fraction(calib.y, calib.b, SMALL_CALIBRATION, seed))
+    test_idx = outer.test
+    every = np.repeat(np.arange(10), len(test_idx))
+    test = _coloured_table(np.tile(gray[test_idx], (10, 1, 1)), np.tile(y[test_idx], 10), every)
+    return Task(
+        dataset="cmnist",
+        train=train,
+        calib=calib,
+        small_calib=small,
+        test=test,
+        classes=[str(d) for d in range(10)],
+        bias_values=list(COLOUR_NAMES),
+        target_name="digit",
+        bias_name="colour",
+        feature_names=None,
+        input_shape=(3, 28, 28),
+        notes={
+            "rho_train": rho_train,
+            "rho_calib": rho_c,
+            "colouring": "background",
+            "paired_test": True,
+        },
+    )

@@ -1,0 +1,154 @@
+"""The benchmark protocol: which deployed models, which calibration sets, and how each is
+measured through the running gateway.
+
+A *setting* is one results table (a dataset, or Colored MNIST with another colouring); a *run*
+is one gateway model: a deployed model (setting × variant × seed) debiased with one calibration
+set (the full 1/6, or the small one). Every run's patch comes from a real training job
+(``POST /patches`` → ``eraser worker``) and every prediction from ``POST /predict``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from bench.quality.client import Gateway, Served
+from bench.quality.datasets import Table, Task, adult_task, cmnist_task, compas_task
+from bench.quality.deployed import VARIANTS, Variant
+from bench.quality.metrics import eo_noise_floor, row_metrics
+from bench.quality.peers import threshold_optimizer
+from bench.quality.system import GatewayModel
+from deploy.local.jobs import wait_for_job
+
+Calibration = Literal["full", "small"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    title: str
+    make_task: Callable[[int, Path], Task]
+    variants: tuple[Variant, ...] = VARIANTS
+    calibrations: tuple[Calibration, ...] = ("full", "small")
+
+
+SETTINGS: dict[str, Setting] = {
+    s.key: s
+    for s in (
+        Setting("compas", "COMPAS (bias: race)", lambda seed, _: compas_task(seed)),
+        Setting("adult", "Adult (bias: sex)", adult_task),
+        Setting("cmnist", "Colored MNIST, ρ = 0.99 (bias: background colour)", cmnist_task),
+        Setting(
+            "cmnist_rho90",
+            "Colored MNIST, ρ = 0.9, calibration colours uniform (bias: background colour)",
+            lambda seed, data_dir: cmnist_task(seed, data_dir, rho_train=0.9, rho_calib=0.1),
+            variants=("vanilla",),
+            calibrations=("full",),
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    setting: str
+    variant: Variant
+    calibration: Calibration
+    seed: int
+    task: Task
+
+    @property
+    def deployed(self) -> str:
+        """The black box's model name (shared by the full and small calibration runs)."""
+        return f"{self.setting}-{self.variant}-s{self.seed}"
+
+    @property
+    def gateway_model(self) -> str:
+        return self.deployed if self.calibration == "full" else f"{self.deployed}-small"
+
+    @property
+    def calib(self) -> Table:
+        return self.task.calib if self.calibration == "full" else self.task.small_calib
+
+    def model(self) -> GatewayModel:
+        t = self.task
+        return GatewayModel(self.gateway_model, self.deployed, t.classes, t.input_shape,
+                            t.feature_names)  # fmt: skip
+
+
+def plan(settings: list[str], seeds: list[int], data_dir: Path) -> list[Run]:
+    """Every run of the benchmark, seeds outermost so a partial run still covers all tables."""
+    runs = []
+    for seed in seeds:
+        for key in settings:
+            setting = SETTINGS[key]
+            task = setting.make_task(seed, data_dir)
+            for variant in setting.variants:
+                for calibration in setting.calibrations:
+                    runs.append(Run(key, variant, calibration, seed, task))
+    return runs
+
+
+def evaluate(gw: Gateway, run: Run, status_url: str) -> dict[str, Any]:
+    """Raw, Eraser at the job's α, Eraser at α = 1 and ThresholdOptimizer on the test split."""
+    job = wait_for_job(lambda: gw.job(status_url), timeout_s=1800, poll_s=0.2)
+    patch = job["result"]["patches"][0]
+    task, model = run.task, run.gateway_model
+    revision = job["result"]["stack_revision"]
+    if revision is not None:
+        gw.wait_served(model, revision)
+    first = gw.predict(model, task.classes, task.test.X)
+    rows = {"raw": _metrics(task, first.raw)}
+    if not task.notes.get("paired_test"):
+        pred = np.argmax(first.raw, axis=1)
+        rows["raw"]["eo_floor"] = eo_noise_floor(task.test.y, pred, task.test.b)
+    if patch["activated"]:
+        rows["eraser_tuned"] = _metrics(task, first.fair)
+        rows["eraser"] = (
+            _at_alpha_one(gw, run, first) if patch["alpha"] != 1.0 else rows["eraser_tuned"]
+        )
+    else:  # rejected by the gate: the gateway keeps serving the raw model, and so do these rows
+        rows["eraser_tuned"] = rows["eraser"] = rows["raw"]
+    if len(task.classes) == 2:
+        rows["fairlearn_to"] = _threshold_optimizer(gw, run, first)
+    return {
+        "setting": run.setting,
+        "variant": run.variant,
+        "calibration": run.calibration,
+        "seed": run.seed,
+        "calibration_rows": len(run.calib),
+        "alpha": patch["alpha"],
+        "status": patch["status"],
+        "reason": patch["reason"],
+        "served_revision": first.revision,
+        "job_s": round(sum(job["result"]["timings_s"].values()), 2),
+        "holdout": patch["holdout"],
+        "rows": rows,
+    }
+
+
+def _metrics(task: Task, probs: np.ndarray) -> dict[str, Any]:
+    return row_metrics(task.test.y, np.argmax(probs, axis=1), task.test.b)
+
+
+def _at_alpha_one(gw: Gateway, run: Run, first: Served) -> dict[str, Any]:
+    """Re-weight the served patch to the paper's α = 1 (a new stack revision, hot-loaded)."""
+    model, task = run.gateway_model, run.task
+    gw.wait_served(model, gw.set_alpha(model, 1.0))
+    second = gw.predict(model, task.classes, task.test.X)
+    if not np.allclose(second.raw, first.raw, atol=1e-6):
+        raise RuntimeError(f"{model}: the black box answered differently on the same inputs")
+    return _metrics(task, second.fair)
+
+
+def _threshold_optimizer(gw: Gateway, run: Run, test: Served) -> dict[str, Any]:
+    """fairlearn's ThresholdOptimizer on the black box's calibration-set answers (asked through
+    the same gateway), applied to its test answers with each test row's sensitive attribute."""
+    calib = run.calib
+    answers = gw.predict(run.gateway_model, run.task.classes, calib.X)
+    pred = threshold_optimizer(answers.raw, calib.y, calib.b, test.raw, run.task.test.b, run.seed)
+    return row_metrics(run.task.test.y, pred, run.task.test.b) | {"needs_sensitive_attribute": True}

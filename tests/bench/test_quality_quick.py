@@ -1,0 +1,50 @@
+"""`python -m bench.quality --quick` end to end: black box, gateway and worker as processes, a
+real Redis, real training jobs, predictions over HTTP (one seed, COMPAS only)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import redis
+
+from bench.quality.system import PREFIX
+from deploy.local.processes import ROOT
+
+ROWS = ("raw", "eraser", "eraser_tuned", "fairlearn_to")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_quick_quality_run_debiases_compas_through_the_service(tmp_path) -> None:
+    markdown_before = (ROOT / "BENCHMARKS.md").read_bytes()
+    out = tmp_path / "quick"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.quality", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "quality.json").read_text())
+    compas = res["compas"]
+    expected = {f"{v}.{r}" for v in ("vanilla", "unfair") for r in ROWS}
+    expected |= {f"{v}.small.{r}" for v in ("vanilla", "unfair") for r in ROWS[1:]}
+    assert set(compas) == expected
+    for row in compas.values():
+        assert row["n"] == 1
+        assert all(0.0 <= row[m] <= 100.0 for m in ("avg", "worst", "eo", "accuracy"))
+    raw, fair = compas["vanilla.raw"], compas["vanilla.eraser"]
+    assert fair["eo"] < raw["eo"] - 5  # the served patch really removed most of the bias
+    assert fair["worst"] > raw["worst"]
+    assert compas["vanilla.fairlearn_to"]["needs_sensitive_attribute"] is True
+    assert set(res["_targets"]["compas"]) == {"eo <= 3.0", "worst >= 55", "avg >= raw - 1.5"}
+    assert len(res["_runs"]) == 4
+    assert {r["status"] for r in res["_runs"]} <= {"validated", "rejected"}
+    assert (out / "quality_compas.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (ROOT / "BENCHMARKS.md").read_bytes() == markdown_before  # quick runs never publish
+    with redis.Redis() as client:
+        assert not list(client.scan_iter(match=f"{PREFIX}:*", count=500))
