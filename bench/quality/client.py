@@ -28,7 +28,6 @@ class Served:
     raw: np.ndarray
     fair: np.ndarray
     revision: int
-    patches: list[dict[str, Any]]
 
 
 def calibration_file(task: Task, table: Table) -> tuple[str, bytes]:
@@ -96,7 +95,7 @@ class Gateway:
         return int(r.json()["stack"]["revision"])
 
     def predict(self, model: str, classes: list[str], x: np.ndarray) -> Served:
-        raw, fair, revisions, patches = [], [], set(), []
+        raw, fair, revisions = [], [], set()
         for start in range(0, len(x), PREDICT_CHUNK):
             body = {"model": model, "instances": x[start : start + PREDICT_CHUNK],
                     "return_raw": True}  # fmt: skip
@@ -108,13 +107,12 @@ class Gateway:
             _check(r)
             answer = orjson.loads(r.content)
             revisions.add(answer["revision"])
-            patches = answer["patches"]
             for p in answer["predictions"]:
                 raw.append([p["raw_probabilities"][c] for c in classes])
                 fair.append([p["probabilities"][c] for c in classes])
         if len(revisions) != 1:
             raise RuntimeError(f"{model}: one pass was served by several revisions {revisions}")
-        return Served(np.array(raw), np.array(fair), revisions.pop(), patches)
+        return Served(np.array(raw), np.array(fair), revisions.pop())
 
 
 def _check(r: httpx.Response) -> None:

@@ -112,7 +112,8 @@ def evaluate(gw: Gateway, run: Run, status_url: str) -> dict[str, Any]:
             _at_alpha_one(gw, run, first) if patch["alpha"] != 1.0 else rows["eraser_tuned"]
         )
     else:  # rejected by the gate: the gateway keeps serving the raw model, and so do these rows
-        rows["eraser_tuned"] = rows["eraser"] = rows["raw"]
+        served = _metrics(task, first.fair)
+        rows["eraser_tuned"] = rows["eraser"] = served
     if len(task.classes) == 2:
         rows["fairlearn_to"] = _threshold_optimizer(gw, run, first)
     return {
