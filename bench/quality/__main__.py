@@ -93,7 +93,7 @@ def _deploy(runs: list[Run]) -> float:
     shutil.rmtree(model_dir, ignore_errors=True)
     unique = {r.deployed: r for r in runs}
     for name, run in tqdm(unique.items(), desc="deployed models", unit="model"):
-        blob, _ = deployed_onnx(run.task, run.variant, run.seed, RUN_DIR / "cache")
+        blob = deployed_onnx(run.task, run.variant, run.seed, RUN_DIR / "cache")
         t = run.task
         write_onnx_model(model_dir, name, blob, t.classes, t.input_shape, t.feature_names)
     return time.perf_counter() - started

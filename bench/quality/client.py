@@ -4,7 +4,6 @@ upload a calibration set, follow the job, re-weight the served stack, ask for pr
 from __future__ import annotations
 
 import io
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +13,7 @@ import orjson
 
 from bench.quality.datasets import Table, Task
 from bench.quality.system import KEYS
+from deploy.local.jobs import wait_until_served
 
 PREDICT = {"Authorization": f"Bearer {KEYS['ERASER_PREDICT_API_KEY']}"}
 ADMIN = {"Authorization": f"Bearer {KEYS['ERASER_ADMIN_API_KEY']}"}
@@ -72,15 +72,14 @@ class Gateway:
         return r.json()
 
     def wait_served(self, model: str, revision: int, timeout_s: float = 60) -> None:
-        """Activation is asynchronous: wait until the gateway hot-loaded ``revision``."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        """Wait until the gateway hot-loaded ``revision`` of ``model``'s stack."""
+
+        def served() -> int | None:
             r = self.http.get(f"/models/{model}/stack", headers=ADMIN)
             _check(r)
-            if r.json()["served_revision"] == revision:
-                return
-            time.sleep(0.1)
-        raise TimeoutError(f"{model}: stack revision {revision} not served after {timeout_s} s")
+            return r.json()["served_revision"]
+
+        wait_until_served(served, revision, timeout_s, model)
 
     def set_alpha(self, model: str, alpha: float) -> int:
         """Re-weight every patch of the active stack to ``alpha``; the new revision."""

@@ -15,6 +15,7 @@ folder (``--data-dir``): they are only read by ``make bench-quality``, never by 
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,8 +127,10 @@ ADULT_LOG = ("capital_gain", "capital_loss")  # heavy-tailed: log1p, as most Adu
 ADULT_ONE_HOT = ("workclass", "marital_status", "occupation", "relationship", "race")
 
 
+@functools.cache
 def _read_adult(path: Path) -> list[dict[str, str]]:
-    """UCI's comma-and-space format; rows with a missing ('?') value are dropped, as usual."""
+    """UCI's comma-and-space format; rows with a missing ('?') value are dropped, as usual.
+    Cached: every seed's task reads the same files (callers only read the rows)."""
     rows = []
     with gzip.open(path, "rt") as fh:
         for record in csv.reader(fh, skipinitialspace=True):
@@ -205,8 +208,10 @@ MNIST_TEST_PER_CLASS = 100
 RHO_TRAIN = 0.99
 
 
+@functools.cache
 def load_mnist(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """mnist_5k: 5,000 digits as uint8 [N, 28, 28] and their labels."""
+    """mnist_5k: 5,000 digits as uint8 [N, 28, 28] and their labels. Cached: every seed and
+    colouring starts from the same digits (callers index, never write, these arrays)."""
     raw = np.loadtxt(data_dir / "mnist_5k.csv.gz", delimiter=",", dtype=np.int64)
     return raw[:, :784].reshape(-1, 28, 28).astype(np.uint8), raw[:, 784]
 

@@ -9,10 +9,7 @@ features, so the shared representation encodes it more strongly. Only the target
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -22,6 +19,7 @@ import torch
 from torch import nn
 
 from bench.quality.datasets import Table, Task
+from patch_training.export.torch_onnx import trace_to_onnx
 
 Variant = Literal["vanilla", "unfair"]
 VARIANTS: tuple[Variant, ...] = ("vanilla", "unfair")
@@ -126,16 +124,10 @@ def train(task: Task, variant: Variant, seed: int) -> nn.Module:
 
 
 def to_onnx(net: nn.Module, input_shape: tuple[int, ...]) -> bytes:
-    """Target-head logits as ONNX (input ``x``, output ``logits``, dynamic batch)."""
-    buf = io.BytesIO()
+    """Target-head logits as ONNX (input ``x``, output ``logits``, dynamic batch), with the
+    exporter the patches use."""
     dummy = torch.zeros((2, *input_shape), dtype=torch.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            net, (dummy,), buf, dynamo=False, opset_version=17, input_names=["x"],
-            output_names=["logits"], dynamic_axes={"x": {0: "N"}, "logits": {0: "N"}},
-        )  # fmt: skip
-    return buf.getvalue()
+    return trace_to_onnx(net, dummy, output_name="logits")
 
 
 def model_key(task: Task, variant: Variant, seed: int) -> str:
@@ -152,15 +144,14 @@ def model_key(task: Task, variant: Variant, seed: int) -> str:
 VERSION = 1  # bump when the architectures or training change, so cached models are retrained
 
 
-def deployed_onnx(task: Task, variant: Variant, seed: int, cache: Path) -> tuple[bytes, float]:
-    """The deployed model's ONNX bytes, trained now or read from ``cache``; seconds trained."""
+def deployed_onnx(task: Task, variant: Variant, seed: int, cache: Path) -> bytes:
+    """The deployed model's ONNX bytes, trained now or read from ``cache``."""
     path = cache / f"{task.dataset}-{variant}-{seed}-{model_key(task, variant, seed)}.onnx"
     if path.exists():
-        return path.read_bytes(), 0.0
-    started = time.perf_counter()
+        return path.read_bytes()
     blob = to_onnx(train(task, variant, seed), task.input_shape)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(blob)
     tmp.replace(path)
-    return blob, time.perf_counter() - started
+    return blob

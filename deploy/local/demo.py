@@ -13,8 +13,6 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import numpy as np
 import orjson
@@ -30,7 +28,7 @@ from blackbox.data import (
     with_race_feature,
 )
 from blackbox.model import CLASSES
-from deploy.local.jobs import wait_for_job
+from deploy.local.jobs import wait_for_job, wait_until_served
 from deploy.local.processes import (
     CACHE,
     clear_redis_prefix,
@@ -115,14 +113,10 @@ def _train_patch(gw: httpx.Client, data: CompasData, calib: np.ndarray) -> None:
 
 
 def _wait_until_served(gw: httpx.Client, revision: int, timeout_s: float = 30) -> None:
-    """Activation is asynchronous: the gateway hot-loads the new stack on its own schedule."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        view = gw.get("/models/compas/stack", headers=ADMIN).json()
-        if view["served_revision"] == revision:
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"the gateway did not serve stack revision {revision} in {timeout_s} s")
+    def served() -> int | None:
+        return gw.get("/models/compas/stack", headers=ADMIN).json()["served_revision"]
+
+    wait_until_served(served, revision, timeout_s, "the gateway")
 
 
 def _wait_for_job(gw: httpx.Client, url: str, timeout_s: float = 300) -> dict:

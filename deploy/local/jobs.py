@@ -30,3 +30,16 @@ def wait_for_job(
             raise RuntimeError(f"training job {job['state']}: {job['error']}")
         time.sleep(poll_s)
     raise TimeoutError(f"training job not finished after {timeout_s} s")
+
+
+def wait_until_served(
+    served_revision: Callable[[], int | None], revision: int, timeout_s: float, what: str
+) -> None:
+    """Activation is asynchronous: the gateway hot-loads a new stack on its own schedule, so
+    poll ``served_revision`` (from ``GET /models/{m}/stack``) until it reaches ``revision``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if served_revision() == revision:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{what}: stack revision {revision} not served after {timeout_s} s")

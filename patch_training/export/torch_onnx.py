@@ -27,9 +27,10 @@ class ParityError(ValueError):
     """The ONNX graph does not compute what the torch net computes."""
 
 
-def _trace_to_onnx(net: nn.Module, dummy: torch.Tensor) -> bytes:
-    """The TorchScript exporter, not dynamo: in torch 2.13 dynamo fails on these nets and
-    takes seconds where tracing takes ~0.1 s. Its deprecation notices are expected here."""
+def trace_to_onnx(net: nn.Module, dummy: torch.Tensor, output_name: str = OUTPUT_NAME) -> bytes:
+    """Input ``x``, one output, dynamic batch axis, opset 17. The TorchScript exporter, not
+    dynamo: in torch 2.13 dynamo fails on these nets and takes seconds where tracing takes
+    ~0.1 s. Its deprecation notices are expected here."""
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.filterwarnings(
@@ -45,8 +46,8 @@ def _trace_to_onnx(net: nn.Module, dummy: torch.Tensor) -> bytes:
             dynamo=False,
             opset_version=OPSET,
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "N"}, OUTPUT_NAME: {0: "N"}},
+            output_names=[output_name],
+            dynamic_axes={INPUT_NAME: {0: "N"}, output_name: {0: "N"}},
         )
     return buf.getvalue()
 
@@ -57,7 +58,7 @@ def export_patch(net: nn.Module, input_shape: Sequence[int]) -> bytes:
     net.eval()
     device = next(iter(net.parameters()), torch.empty(0)).device
     dummy = torch.zeros((2, *(int(d) for d in input_shape)), dtype=torch.float32, device=device)
-    model = onnx.load_from_string(_trace_to_onnx(net, dummy))
+    model = onnx.load_from_string(trace_to_onnx(net, dummy))
     model.ir_version = min(model.ir_version, _MAX_IR_VERSION)
     onnx.checker.check_model(model, full_check=True)
     return model.SerializeToString()
