@@ -44,8 +44,9 @@ def resolve_device(name: str) -> torch.device:
 def limit_threads(threads: int) -> None:
     """Cap PyTorch's intra-op threads for this process (0 leaves PyTorch's default).
 
-    Measured here on 2 shared cores: a 4-fold COMPAS fit took 1.5 s with one thread and about
-    35 s with two while another process kept one core busy (OpenMP threads wait on each other).
+    On 2 shared cores, with another process keeping one busy, each job test in
+    tests/patch_training/jobs/test_distill.py took 76–120 s with two threads and 4.4–5.0 s with
+    one: the OpenMP threads wait on each other.
     """
     if threads > 0:
         torch.set_num_threads(threads)
