@@ -45,8 +45,8 @@ def limit_threads(threads: int) -> None:
     """Cap PyTorch's intra-op threads for this process (0 leaves PyTorch's default).
 
     On 2 shared cores, with another process keeping one busy, each job test in
-    tests/patch_training/jobs/test_distill.py took 76–120 s with two threads and 4.4–5.0 s with
-    one: the OpenMP threads wait on each other.
+    tests/patch_training/jobs/test_distill.py took 76–86 s (one hit the 120 s timeout) with two
+    threads and 4.4–5.0 s with one: the OpenMP threads wait on each other.
     """
     if threads > 0:
         torch.set_num_threads(threads)
