@@ -35,10 +35,9 @@ demo: redis
 bench-perf: redis
 	$(PY) -m bench.perf
 
-# Adult and MNIST are read from ../shared/data (override: DATA=/path/to/data).
-DATA ?= ../shared/data
+# COMPAS, Adult and MNIST are the slices vendored in blackbox/data and bench/data.
 bench-quality: redis
-	$(PY) -m bench.quality --data-dir $(DATA)
+	$(PY) -m bench.quality
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .hypothesis

@@ -1,6 +1,6 @@
 """The ``distill_compas_s`` benchmark: one COMPAS Eraser job end to end, as an operator runs it.
 
-``eraser train distill`` is run as a fresh process against the stand-in black box (its own
+``eraser train eraser`` is run as a fresh process against the stand-in black box (its own
 process, over HTTP) with about 1,000 calibration rows; the wall time covers everything the
 operator waits for: interpreter and PyTorch start, validating and storing the file, querying the
 black box (the output cache is cleared before each run, so every run queries), training with
@@ -57,14 +57,14 @@ def _env(upstream_url: str) -> dict[str, str]:
 
 
 def _one_run(env: dict[str, str], csv_path: os.PathLike, i: int) -> dict[str, Any]:
-    args = [sys.executable, "-m", "service.cli", "train", "distill", "--model", MODEL,
+    args = [sys.executable, "-m", "patch_training.cli", "train", "eraser", "--model", MODEL,
             "--calibration", str(csv_path), "--target", TARGET, "--bias", BIAS,
             "--name", "bench-race"]  # fmt: skip
     start = time.perf_counter()
     done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
     if done.returncode != 0:
-        raise RuntimeError(f"eraser train distill failed:\n{done.stderr[-2000:]}")
+        raise RuntimeError(f"eraser train eraser failed:\n{done.stderr[-2000:]}")
     result = json.loads(done.stdout)
     patch = result["patches"][0]
     print(f"  run {i + 1}: {wall:.2f} s (job stages {result['timings_s']})", flush=True)
@@ -72,9 +72,9 @@ def _one_run(env: dict[str, str], csv_path: os.PathLike, i: int) -> dict[str, An
         "wall_s": round(wall, 3),
         "stages_s": result["timings_s"],
         "cached_outputs": result["cached_outputs"],
-        "holdout_eo_bias": [
-            patch["holdout"]["raw"]["eo_bias"],
-            patch["holdout"]["fair"]["eo_bias"],
+        "out_of_fold_eo_bias": [
+            patch["out_of_fold"]["raw"]["eo_bias"],
+            patch["out_of_fold"]["fair"]["eo_bias"],
         ],
         "alpha": patch["alpha"],
     }

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper, numpy_helper
 
-from patch_training.export.mlp_onnx import INPUT_NAME, patch_graph_bytes
+from bench.onnx_patches import patch_graph_bytes
+from service.patch_contract import PATCH_INPUT
 
 
 def heavy_patch(f: int, k: int, width: int = 512, depth: int = 100, seed: int = 0) -> bytes:
@@ -25,7 +26,7 @@ def heavy_patch(f: int, k: int, width: int = 512, depth: int = 100, seed: int = 
         numpy_helper.from_array(a, n)
         for a, n in ((w_in, "w_in"), (w_hidden, "w_hidden"), (w_out, "w_out"))
     ]
-    nodes = [helper.make_node("MatMul", [INPUT_NAME, "w_in"], ["h0"])]
+    nodes = [helper.make_node("MatMul", [PATCH_INPUT, "w_in"], ["h0"])]
     for i in range(depth):
         nodes.append(helper.make_node("MatMul", [f"h{i}", "w_hidden"], [f"m{i}"]))
         nodes.append(helper.make_node("Tanh", [f"m{i}"], [f"h{i + 1}"]))

@@ -41,7 +41,7 @@ TABLE_ROWS: tuple[tuple[str, str, str], ...] = (
     ("sequential_p50_ms_estimate", "… sequential would be ≈ upstream p50 + patch", "ms"),
     ("concurrent_passthrough_p50_ms", "… bare passthrough (no patch) on that upstream, p50", "ms"),
     ("upstream_delay_ms", "… the stand-in's calibrated sleep", "ms"),
-    ("distill_compas_s", "COMPAS Eraser job end to end, 1,000 rows (`eraser train distill`)", "s"),
+    ("distill_compas_s", "COMPAS Eraser job end to end, 1,000 rows (`eraser train eraser`)", "s"),
 )
 
 
@@ -99,7 +99,7 @@ def distill_text(res: dict[str, Any]) -> str:
     )
     walls = ", ".join(f"{run['wall_s']:.2f}" for run in runs)
     return (
-        f"Training job: `eraser train distill` as a fresh process on "
+        f"Training job: `eraser train eraser` as a fresh process on "
         f"{res['distill_compas']['rows']} COMPAS calibration rows against the stand-in (own "
         "process, HTTP), output cache cleared before each run; the wall time covers interpreter "
         "and PyTorch start-up, validating and storing the file, querying the black box, "

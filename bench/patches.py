@@ -38,7 +38,7 @@ class HeavyPatch:
 def small_patch(x: np.ndarray, y: np.ndarray) -> bytes:
     """A realistic tabular patch: standardisation + one hidden layer of 32, fitted on the
     vendored COMPAS calibration rows (labels as targets: its values do not matter here)."""
-    from patch_training.export.mlp_onnx import fit_mlp_patch
+    from bench.onnx_patches import fit_mlp_patch
 
     return fit_mlp_patch(x, y, hidden=(32,), seed=0, max_iter=200)
 

@@ -12,7 +12,7 @@ differences of percentiles taken seconds apart on the same machine:
 4. concurrency  — a stand-in calibrated to a 20 ms direct p50 and a gateway whose patch takes
                   ≈10 ms at the batch sent (1 row by default): upstream and patch overlap, so
                   the end-to-end p50 should be ≈20 ms, not ≈30.
-5. distill      — ``eraser train distill`` on 1,000 COMPAS calibration rows, end to end
+5. distill      — ``eraser train eraser`` on 1,000 COMPAS calibration rows, end to end
                   (``bench.distill``): ``distill_compas_s``.
 
 This module is the CLI and the order of work; the parts live in ``bench.loadgen`` (wrk or a

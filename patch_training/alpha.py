@@ -1,7 +1,7 @@
-"""Choosing the patch strength α on held-out calibration data (DESIGN.md: Eq. 19 with α).
+"""Choosing the patch strength α on calibration rows judged out of fold (Eq. 19 with α).
 
 α = 1 is the paper's rule; a distilled patch is only an estimate of the bias, so a smaller or
-larger α can trade bias against accuracy better. The rule, applied on the held-out part only:
+larger α can trade bias against accuracy better. The rule, applied to rows judged out of fold:
 among the α whose equalized-odds bias is not above the α = 1 value and whose average-group
 accuracy is within the validation gate's tolerance of the raw model's, take the best worst-group
 accuracy; ties go to the better average-group accuracy, then to the α closest to 1. When no α
@@ -15,10 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from patch_training.metrics import GroupReport, group_report
 from service.eraser_math import fair_log_probs
-from service.fairness_metrics import GroupReport, group_report
 
-DEFAULT_GRID: tuple[float, ...] = tuple(np.round(np.arange(0.0, 2.01, 0.125), 3))
 _EPS = 1e-9
 
 
@@ -46,7 +45,7 @@ def alpha_curve(
     log_g: np.ndarray,
     y: np.ndarray,
     b: np.ndarray,
-    grid: Sequence[float] = DEFAULT_GRID,
+    grid: Sequence[float],
 ) -> list[AlphaPoint]:
     """Group metrics of ``argmax(ℓ − α log G)`` for every α in the grid (0 and 1 always in)."""
     alphas = sorted({0.0, 1.0, *(float(a) for a in grid)})

@@ -1,79 +1,105 @@
-"""``eraser train ...`` and ``eraser worker``: training from a terminal or as a queue worker.
+"""``eraser``: the operator's command line — ``eraser train <method>`` and ``eraser worker``.
 
-PyTorch is imported inside the commands, never at import, so the gateway's CLI stays light.
+Option defaults are the job spec's (``service.jobs.spec.TrainingJobSpec``): an option left out
+is left to the spec. PyTorch is imported inside the commands, never at import. The gateway has
+its own command, ``eraser-gateway serve`` (``service.cli``), so the serving process never loads
+training code.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any
 
 import typer
 
-from patch_training.jobs.spec import Arch, DistillJobSpec, DistillResult
+from service.jobs.spec import METHODS, JobResult, TrainingJobSpec
 from service.settings import GatewaySettings
 
-train_app = typer.Typer(help="Train debiasing patches from a calibration set.")
+app = typer.Typer(help="Eraser Gateway training: build debiasing patches from calibration sets.")
+train_app = typer.Typer(help="Train a patch from a calibration set (one command per method).")
+app.add_typer(train_app, name="train")
+
+SPEC = TrainingJobSpec.model_fields
+OPTION_OF = {"holdout_fraction": "--holdout"}  # spec fields whose option is named otherwise
 
 
-@train_app.command()
-def distill(
-    model: Annotated[str, typer.Option(help="gateway model name (the settings' model table)")],
-    calibration: Annotated[
-        Path, typer.Option(exists=True, dir_okay=False, help="CSV, Parquet, NPZ or zip of images")
-    ],
-    target: Annotated[str, typer.Option(help="target column")],
-    bias: Annotated[
-        list[str], typer.Option(help="bias column; repeat for several, one patch each")
-    ],
-    name: Annotated[str | None, typer.Option(help="patch name (default {model}-{bias})")] = None,
-    activate: Annotated[bool, typer.Option(help="activate if the validation gate passes")] = False,
-    enqueue: Annotated[bool, typer.Option(help="hand the job to `eraser worker`")] = False,
-    arch: Annotated[str, typer.Option(help="auto | mlp | cnn | resnet18")] = "auto",
-    epochs: Annotated[int, typer.Option(min=1)] = 300,
-    seed: int = 0,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    folds: Annotated[int, typer.Option(help="cross-fitting folds; 1 = one held-out part")] = 4,
-    holdout: Annotated[float, typer.Option(help="held-out fraction when --folds 1")] = 0.25,
-) -> None:
-    """Eraser rule distillation: query the black box, train, tune α, export, register."""
-    settings = GatewaySettings()
-    spec = DistillJobSpec(
-        model=model,
-        target=target,
-        bias=bias,
-        name=name,
-        activate=activate,
-        arch=_choice(arch, ("auto", "mlp", "cnn", "resnet18"), "--arch"),
-        epochs=epochs,
-        seed=seed,
-        device=_choice(device, ("auto", "cpu", "cuda"), "--device"),
-        folds=folds,
-        holdout_fraction=holdout,
+def _default(field: str) -> Any:
+    return SPEC[field].get_default(call_default_factory=True)
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    spec = asyncio.run(_store(settings, spec, calibration))
-    if enqueue:
-        typer.echo(json.dumps({"job_id": _enqueue(settings, spec)}))
-        return
-    typer.echo(_run_here(settings, spec).model_dump_json(indent=2))
 
 
-def _choice(
-    value: str, allowed: tuple[str, ...], hint: str
-) -> Arch | Literal["auto", "cpu", "cuda"]:
-    if value not in allowed:
-        raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}", param_hint=hint)
-    return value  # type: ignore[return-value]
+def _train_command(method: str) -> Any:
+    def command(
+        model: Annotated[str, typer.Option(help="gateway model name (the settings' model table)")],
+        calibration: Annotated[
+            Path,
+            typer.Option(exists=True, dir_okay=False, help="CSV, Parquet, NPZ or zip of images"),
+        ],
+        target: Annotated[str, typer.Option(help=SPEC["target"].description)],
+        bias: Annotated[list[str], typer.Option(help="bias column; repeat for one patch each")],
+        name: Annotated[str | None, typer.Option(help=SPEC["name"].description)] = None,
+        activate: Annotated[bool, typer.Option(help=SPEC["activate"].description)] = False,
+        enqueue: Annotated[bool, typer.Option(help="hand the job to `eraser worker`")] = False,
+        arch: Annotated[str, typer.Option(help="auto | mlp | cnn | resnet18")] = _default("arch"),
+        epochs: Annotated[int, typer.Option(min=1)] = _default("epochs"),
+        seed: int = _default("seed"),
+        device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = _default("device"),
+        folds: Annotated[int, typer.Option(help=SPEC["folds"].description)] = _default("folds"),
+        holdout: Annotated[
+            float, typer.Option(help=SPEC["holdout_fraction"].description)
+        ] = _default("holdout_fraction"),
+    ) -> None:
+        fields = {
+            "method": method, "model": model, "target": target, "bias": bias, "name": name,
+            "activate": activate, "arch": arch, "epochs": epochs, "seed": seed,
+            "device": device, "folds": folds, "holdout_fraction": holdout,
+        }  # fmt: skip
+        spec = _spec(fields)
+        settings = GatewaySettings()
+        spec = asyncio.run(_store(settings, spec, calibration))
+        if enqueue:
+            typer.echo(json.dumps({"job_id": _enqueue(settings, spec)}))
+            return
+        typer.echo(_run_here(settings, spec).model_dump_json(indent=2))
+
+    command.__doc__ = f"{method}: query the black box, train, tune α, gate, export, register."
+    return command
 
 
-async def _store(settings: GatewaySettings, spec: DistillJobSpec, path: Path) -> DistillJobSpec:
+for _method in METHODS:
+    train_app.command(name=_method)(_train_command(_method))
+
+
+def _spec(fields: dict[str, Any]) -> TrainingJobSpec:
+    """The spec, with a bad value reported against its option like any other usage error."""
+    from pydantic import ValidationError
+
+    try:
+        return TrainingJobSpec.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0])
+        option = OPTION_OF.get(field, "--" + field.replace("_", "-"))
+        raise typer.BadParameter(first["msg"], param_hint=option) from None
+
+
+async def _store(settings: GatewaySettings, spec: TrainingJobSpec, path: Path) -> TrainingJobSpec:
     """Validate and store the calibration file; the spec then names it by sha256."""
     from patch_training.jobs.context import open_context
     from patch_training.jobs.progress import JobProgress
-    from patch_training.jobs.submit import check_upload
+    from service.calibration.intake import check_upload
     from service.errors import EraserError
 
     data = path.read_bytes()
@@ -90,14 +116,14 @@ async def _store(settings: GatewaySettings, spec: DistillJobSpec, path: Path) ->
     return spec.model_copy(update={"calibration_set_id": meta.sha256})
 
 
-def _enqueue(settings: GatewaySettings, spec: DistillJobSpec) -> str:
-    from patch_training.jobs.queue import enqueue_distill, sync_redis, training_queue
+def _enqueue(settings: GatewaySettings, spec: TrainingJobSpec) -> str:
+    from service.jobs.queue import enqueue_job, sync_redis, training_queue
 
     queue = training_queue(sync_redis(settings), settings.training)
-    return enqueue_distill(queue, spec, settings.training)
+    return enqueue_job(queue, spec, settings.training)
 
 
-def _run_here(settings: GatewaySettings, spec: DistillJobSpec) -> DistillResult:
+def _run_here(settings: GatewaySettings, spec: TrainingJobSpec) -> JobResult:
     from patch_training.jobs.entry import run_stored
     from patch_training.jobs.progress import JobProgress
 
@@ -107,16 +133,17 @@ def _run_here(settings: GatewaySettings, spec: DistillJobSpec) -> DistillResult:
     return result
 
 
+@app.command()
 def worker(
     burst: Annotated[bool, typer.Option(help="exit when the queue is empty")] = False,
     queue: Annotated[str | None, typer.Option(help="queue name (default: settings)")] = None,
 ) -> None:
-    """Run an RQ worker for training jobs (settings from ERASER_* / ERASER_CONFIG_FILE)."""
+    """Run an RQ worker for the jobs that POST /patches queues (settings from ERASER_*)."""
     from rq import Worker
     from rq.serializers import JSONSerializer
 
     import patch_training.jobs.entry  # noqa: F401  (PyTorch loaded once, before jobs fork)
-    from patch_training.jobs.queue import sync_redis, training_queue
+    from service.jobs.queue import sync_redis, training_queue
 
     settings = GatewaySettings()
     training = settings.training.model_copy(update={"queue": queue or settings.training.queue})
@@ -125,3 +152,7 @@ def worker(
         [training_queue(connection, training)], connection=connection, serializer=JSONSerializer
     )
     rq_worker.work(burst=burst, with_scheduler=True)
+
+
+if __name__ == "__main__":
+    app()

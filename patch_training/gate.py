@@ -1,26 +1,18 @@
-"""The validation gate: a patch version may become active only if it helps on held-out data.
+"""The validation gate: a patch version may become active only if it helps on rows it was not
+fitted on.
 
 "Helps" means the equalized-odds bias (paper Eq. 20) goes down by at least a margin and the
 average-group accuracy does not fall by more than a tolerance, both in percentage points and
-both measured on the held-out part of the calibration set with the chosen α.
+both measured on calibration rows judged out of fold, with the chosen α. The thresholds
+are the job spec's (``GateConfig``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydantic import BaseModel, Field
-
-from service.fairness_metrics import GroupReport
-
-
-class GateConfig(BaseModel):
-    min_bias_reduction_pp: float = Field(
-        default=1.0, description="EO bias must fall by at least this many points"
-    )
-    max_avg_acc_drop_pp: float = Field(
-        default=2.0, ge=0, description="average-group accuracy may fall by at most this"
-    )
+from patch_training.metrics import GroupReport
+from service.jobs.spec import GateConfig
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""The ``eraser`` command line."""
+"""``eraser-gateway``: run the gateway.
+
+Training has its own command, ``eraser`` (``patch_training.cli``), so that the serving process
+never imports training code.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,7 @@ import logging
 
 import typer
 
-from patch_training.cli import train_app, worker
-
 app = typer.Typer(help="Eraser Gateway: inference-time debiasing in front of a black-box model.")
-app.add_typer(train_app, name="train")
-app.command(help="Run a training worker (RQ) for the jobs that POST /patches queues.")(worker)
 
 
 @app.callback()

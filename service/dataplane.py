@@ -1,15 +1,15 @@
 """The transport-agnostic data plane: the native and the OIP v2 routes both call ``predict``.
 
 It asks the upstream and runs the patch stack *concurrently*, then combines them with the Eraser
-math; concurrent requests are coalesced into shared upstream calls (``service.batching``). The
-whole request path is instrumented here, once.
+math; concurrent requests are coalesced into shared upstream calls (``service.batching``). Bias
+monitoring of a request that reports protected attributes happens here too, so both routes
+share one prediction path. The whole request path is instrumented here, once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -21,21 +21,13 @@ from service import eraser_math
 from service.batching import MicroBatcher
 from service.errors import EraserError, ModelNotFound, PatchFailed
 from service.metrics import GatewayMetrics
+from service.monitoring.monitor import BiasMonitor
 from service.runtime.hotload import StackWatcher
 from service.runtime.stack import LoadedPatch, LoadedStack
 from service.settings import GatewaySettings, ModelConfig
 from service.upstream.client import UpstreamClient
 
 T = TypeVar("T")
-
-
-def blocking_runner(executor: ThreadPoolExecutor) -> Callable[..., Any]:
-    """``await run(fn, *args)``: CPU work (ORT inference, session builds) off the event loop."""
-
-    async def run(fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
-
-    return run
 
 
 @dataclass(frozen=True)
@@ -59,6 +51,14 @@ class Prediction:
         )
 
 
+@dataclass(frozen=True)
+class Served:
+    """A request's prediction and, when it reported protected attributes, its feedback id."""
+
+    prediction: Prediction
+    request_id: str | None = None
+
+
 class Dataplane:
     def __init__(
         self,
@@ -67,13 +67,14 @@ class Dataplane:
         watcher: StackWatcher,
         metrics: GatewayMetrics,
         executor: ThreadPoolExecutor,
+        monitor: BiasMonitor,
     ) -> None:
         self.settings = settings
         self.upstreams = upstreams
         self.watcher = watcher
         self.metrics = metrics
         self.executor = executor
-        self.run_blocking = blocking_runner(executor)
+        self.monitor = monitor
         self.inline_max_ms = settings.runtime.inline_patch_max_ms
         self.batchers = {m.name: self._batcher(m) for m in settings.models}
         self._patch_histograms: dict[tuple[str, str, int], Any] = {}
@@ -103,8 +104,26 @@ class Dataplane:
     def ready(self, name: str) -> bool:
         return self.watcher.ready(name)
 
-    async def predict(self, name: str, x: np.ndarray, route: str) -> Prediction:
-        model = self.model(name)
+    async def predict(
+        self,
+        model: ModelConfig,
+        x: np.ndarray,
+        route: str,
+        monitor: list[dict[str, str]] | None = None,
+    ) -> Served:
+        """Debias ``x``; with ``monitor`` (protected attributes per instance, checked before the
+        upstream is called) also count the decisions and store them for feedback."""
+        if monitor is None:  # the hot path: no monitoring work at all
+            return Served(await self._predict_counted(model, x, route))
+        groups = self.monitor.columns(model, monitor, len(x))
+        prediction = await self._predict_counted(model, x, route)
+        request_id = await self.monitor.observe(
+            model, prediction.raw_log_probs, prediction.fair_log_probs, groups
+        )
+        return Served(prediction, request_id)
+
+    async def _predict_counted(self, model: ModelConfig, x: np.ndarray, route: str) -> Prediction:
+        name = model.name
         start = time.perf_counter()
         outcome = "error"
         try:

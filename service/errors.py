@@ -14,8 +14,10 @@ EraserError (500)
 │                   └─ RequestNotFound: feedback for an unknown/expired request id
 ├── Conflict (409) ─┬─ StackConflict
 │                   ├─ PatchRejected: the validation gate refused this version
-│                   └─ FeedbackAlreadyRecorded
+│                   ├─ FeedbackAlreadyRecorded
+│                   └─ InvalidStoredRecord: a record read back from Redis fails its schema
 ├── MonitoringStoreUnavailable (503): the served-decision store did not answer
+├── UploadCheckFailed (503): the upload validation process died
 ├── RegistryError (500) ─── IntegrityError (hash or signature mismatch)
 ├── PatchLoadError (422): an artifact that cannot serve this model
 ├── PatchFailed (503): a patch raised at request time
@@ -41,6 +43,14 @@ class EraserError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle with the details (an upload is validated in another process)."""
+        return _rebuild, (type(self), self.message, self.details)
+
+
+def _rebuild(cls: type[EraserError], message: str, details: dict[str, Any]) -> EraserError:
+    return cls(message, **details)
 
 
 class BadRequest(EraserError):
@@ -136,11 +146,25 @@ class FeedbackAlreadyRecorded(Conflict):
     code = "feedback_already_recorded"
 
 
+class InvalidStoredRecord(Conflict):
+    """A record read back from Redis (e.g. a stack written by hand) that fails its schema: the
+    operator can replace it, so a 409 that says what is wrong rather than a 500."""
+
+    code = "invalid_stored_record"
+
+
 class MonitoringStoreUnavailable(EraserError):
     """The served-decision store (Redis) did not answer in time."""
 
     status_code = 503
     code = "monitoring_store_unavailable"
+
+
+class UploadCheckFailed(EraserError):
+    """The process that validates uploads died; the upload may be sent again."""
+
+    status_code = 503
+    code = "upload_check_failed"
 
 
 class RegistryError(EraserError):

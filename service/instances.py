@@ -20,11 +20,7 @@ def instances_to_tensor(instances: list[Any], spec: InputSpec, max_batch: int) -
         raise InvalidInstances("instances must be a non-empty list")
     check_batch_size(len(instances), max_batch)
     rows = [_row(i, inst, spec) for i, inst in enumerate(instances)]
-    try:
-        with np.errstate(over="ignore"):  # out-of-range values become inf: check_finite says so
-            x = np.asarray(rows, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInstances(f"instances are not numeric arrays: {exc}") from None
+    x = as_float32(rows, "instances are not numeric arrays")
     expected = (len(instances), *spec.shape)
     if x.shape != expected:
         raise InvalidInstances(
@@ -32,6 +28,18 @@ def instances_to_tensor(instances: list[Any], spec: InputSpec, max_batch: int) -
         )
     check_finite(x)
     return x
+
+
+def as_float32(values: Any, problem: str) -> np.ndarray:
+    """JSON numbers as a float32 array, for both prediction routes. Anything numpy cannot
+    convert — strings, ragged lists, an integer too large for any float (``1`` followed by 400
+    zeros) — is a 422 that says so; values beyond float32's range become infinite and
+    ``check_finite`` refuses them."""
+    try:
+        with np.errstate(over="ignore"):
+            return np.asarray(values, dtype=np.float32)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidInstances(f"{problem}: {exc}") from None
 
 
 def check_batch_size(n: int, max_batch: int) -> None:

@@ -22,9 +22,11 @@ from pydantic_settings import (
 from service.monitoring.config import FeedbackSettings, ModelMonitoring
 
 DEV_PLACEHOLDER = "change-me"
+OIP_DEFAULT_INPUT = "input-0"  # Open Inference Protocol v2 tensor names when none is configured
+OIP_DEFAULT_OUTPUT = "output-0"
 
 
-class Protocol(StrEnum):
+class WireProtocol(StrEnum):
     """Wire protocols the upstream adapter speaks."""
 
     OIP_V2 = "v2"
@@ -62,11 +64,20 @@ class UpstreamConfig(BaseModel):
     """How to reach one black box and read its answer."""
 
     url: str = Field(description="full inference URL, e.g. http://host:8080/v2/models/m/infer")
-    protocol: Protocol = Protocol.OIP_V2
-    output_kind: OutputKind = OutputKind.LOGITS
-    input_name: str = Field(default="input-0", description="OIP v2 input tensor name")
+    protocol: WireProtocol = Field(
+        default=WireProtocol.OIP_V2,
+        description="v2 (Open Inference Protocol), v1 (KServe instances/predictions), generic",
+    )
+    output_kind: OutputKind = Field(
+        default=OutputKind.LOGITS,
+        description="what the numbers mean: logits, probabilities, log_probabilities, "
+        "sigmoid_logits (one logit per row)",
+    )
+    input_name: str = Field(default=OIP_DEFAULT_INPUT, description="OIP v2 input tensor name")
     output_name: str | None = Field(
-        default=None, description="OIP v2 output tensor to read (and to request); first if unset"
+        default=None,
+        description="OIP v2 output tensor to read and to request (e.g. MLServer's "
+        "predict_proba); the first one if unset",
     )
     request_template: dict[str, Any] | None = Field(
         default=None,
@@ -75,10 +86,12 @@ class UpstreamConfig(BaseModel):
     response_path: str | None = Field(
         default=None, description="generic protocol: dotted path to the scores, e.g. result.scores"
     )
-    headers: dict[str, str] = Field(default_factory=dict)
-    connect_timeout_s: float = 1.0
-    read_timeout_s: float = 5.0
-    max_connections: int = 256
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="extra HTTP headers on every upstream call"
+    )
+    connect_timeout_s: float = Field(default=1.0, gt=0, description="to open a connection")
+    read_timeout_s: float = Field(default=5.0, gt=0, description="to read the answer")
+    max_connections: int = Field(default=256, ge=1, description="pooled connections per model")
     retries: int = Field(default=2, ge=0, description="extra attempts after a retryable failure")
     retry_backoff_s: float = Field(default=0.05, description="max of the first jittered backoff")
     breaker_threshold: int = Field(default=5, ge=1, description="consecutive failures to open")
@@ -86,7 +99,8 @@ class UpstreamConfig(BaseModel):
 
     @model_validator(mode="after")
     def _generic_needs_shape(self) -> UpstreamConfig:
-        if self.protocol is Protocol.GENERIC and not (self.request_template and self.response_path):
+        generic = self.protocol is WireProtocol.GENERIC
+        if generic and not (self.request_template and self.response_path):
             raise ValueError("generic protocol needs request_template and response_path")
         return self
 
@@ -94,10 +108,15 @@ class UpstreamConfig(BaseModel):
 class ModelConfig(BaseModel):
     """One debiased model: what callers name, where its black box is, what it outputs."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    upstream: UpstreamConfig
-    classes: list[str] = Field(min_length=1, description="class names in the upstream's order")
-    input: InputSpec
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]+$", description="what callers put in `model` or the v2 URL"
+    )
+    upstream: UpstreamConfig = Field(description="where the black box is and how to read it")
+    classes: list[str] = Field(
+        min_length=1,
+        description="class names in the upstream's order (sigmoid models: [negative, positive])",
+    )
+    input: InputSpec = Field(description="the per-instance input the black box takes")
     on_patch_failure: Literal["error", "raw"] = Field(
         default="error",
         description="if a patch cannot run: answer 503, or the raw output with debiased=false",
@@ -118,6 +137,16 @@ class ModelConfig(BaseModel):
         """K: sigmoid models with one label are the 2-class pair (not-y, y)."""
         return len(self.classes)
 
+    @property
+    def output_width(self) -> int:
+        """Columns of the upstream's output tensor: one logit for sigmoid models, else K."""
+        return 1 if self.upstream.output_kind is OutputKind.SIGMOID_LOGITS else self.num_classes
+
+    @property
+    def output_name(self) -> str:
+        """The output tensor's name on the v2 route (the upstream's, or the protocol default)."""
+        return self.upstream.output_name or OIP_DEFAULT_OUTPUT
+
     @model_validator(mode="after")
     def _sigmoid_is_binary(self) -> ModelConfig:
         if self.upstream.output_kind is OutputKind.SIGMOID_LOGITS and len(self.classes) != 2:
@@ -135,16 +164,27 @@ class ModelConfig(BaseModel):
 
 
 class RedisSettings(BaseModel):
-    url: str = "redis://127.0.0.1:6379/0"
+    """The Redis that holds the registry, calibration sets, the job queue and feedback."""
+
+    url: str = Field(default="redis://127.0.0.1:6379/0", description="redis:// or rediss:// URL")
     key_prefix: str = Field(default="eraser", description="every registry key starts with this")
-    socket_timeout_s: float = Field(default=5.0, gt=0, description="no Redis call waits longer")
-    connect_timeout_s: float = Field(default=2.0, gt=0)
+    socket_timeout_s: float = Field(
+        default=5.0, gt=0, description="no Redis call waits longer; serving never touches Redis"
+    )
+    connect_timeout_s: float = Field(default=2.0, gt=0, description="to open a connection")
 
 
 class RuntimeSettings(BaseModel):
+    """How patches run and how each replica follows the registry."""
+
     use_gpu: bool = Field(default=True, description="use CUDA when present and the patch allows")
     intra_op_threads: int = Field(default=1, ge=0, description="ORT threads per session; 0 = ORT")
-    inference_threads: int = Field(default=4, ge=1, description="thread pool for patch inference")
+    inference_threads: int = Field(
+        default=4,
+        ge=1,
+        description="thread pool for patch inference (hot-loads and operator uploads build "
+        "their sessions on a separate thread, never on this pool)",
+    )
     inline_patch_max_ms: float = Field(
         default=0.2,
         ge=0,
@@ -191,6 +231,25 @@ class TrainingSettings(BaseModel):
     )
 
 
+class LimitSettings(BaseModel):
+    """Request bodies are refused (413) while they are read, before they are parsed."""
+
+    predict_body_mb: float = Field(
+        default=16,
+        gt=0,
+        description="largest body of POST /predict and POST /v2/models/{m}/infer",
+    )
+    json_body_mb: float = Field(
+        default=1, gt=0, description="largest body of every other route that takes JSON"
+    )
+    upload_overhead_mb: float = Field(
+        default=1,
+        gt=0,
+        description="room for the form fields next to an uploaded file (on top of "
+        "max_artifact_mb and training.max_calibration_mb)",
+    )
+
+
 class GatewaySettings(BaseSettings):
     """Everything the gateway reads at start-up."""
 
@@ -198,22 +257,35 @@ class GatewaySettings(BaseSettings):
         env_prefix="ERASER_", env_nested_delimiter="__", env_file=".env", extra="ignore"
     )
 
-    environment: Literal["development", "production"] = "development"
-    models: list[ModelConfig] = Field(default_factory=list)
+    environment: Literal["development", "production"] = Field(
+        default="development", description="production refuses placeholder secrets"
+    )
+    models: list[ModelConfig] = Field(
+        default_factory=list, description="one entry per debiased model (below)"
+    )
     redis: RedisSettings = RedisSettings()
     runtime: RuntimeSettings = RuntimeSettings()
     training: TrainingSettings = TrainingSettings()
     feedback: FeedbackSettings = FeedbackSettings()
+    limits: LimitSettings = LimitSettings()
     signing_key: SecretStr = Field(
-        default=SecretStr(DEV_PLACEHOLDER), description="HMAC key for patch artifacts"
+        default=SecretStr(DEV_PLACEHOLDER),
+        description="HMAC key shared by gateways and trainers; never stored in Redis",
     )
-    predict_api_key: SecretStr = SecretStr(DEV_PLACEHOLDER)
-    admin_api_key: SecretStr = SecretStr(DEV_PLACEHOLDER + "-admin")
+    predict_api_key: SecretStr = Field(
+        default=SecretStr(DEV_PLACEHOLDER), description="credential of the prediction routes"
+    )
+    admin_api_key: SecretStr = Field(
+        default=SecretStr(DEV_PLACEHOLDER + "-admin"),
+        description="credential of the operator routes; must differ from the prediction key",
+    )
     feedback_api_key: SecretStr | None = Field(
         default=None, description="optional key for POST /feedback (the admin key works too)"
     )
     max_batch: int = Field(default=1024, ge=1, description="instances per request")
-    max_artifact_mb: float = Field(default=256, gt=0, description="largest patch upload")
+    max_artifact_mb: float = Field(
+        default=256, gt=0, description="largest patch artifact an operator may upload"
+    )
 
     @field_validator("models")
     @classmethod

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 from aiohttp import web
 
-from service.settings import ModelConfig, OutputKind, Protocol
+from service.settings import ModelConfig, OutputKind, WireProtocol
 
 Mode = Literal[
     "ok",  # valid answer: reference_logits(x, classes)
@@ -72,13 +72,14 @@ class FakeUpstream:
                 raise AttributeError(f"FakeUpstream has no knob {name!r}")
             setattr(self, name, value)
 
-    def url(self, protocol: Protocol = Protocol.OIP_V2) -> str:
-        path = {Protocol.OIP_V2: V2_PATH, Protocol.KSERVE_V1: V1_PATH}.get(protocol, GENERIC_PATH)
+    def url(self, protocol: WireProtocol = WireProtocol.OIP_V2) -> str:
+        paths = {WireProtocol.OIP_V2: V2_PATH, WireProtocol.KSERVE_V1: V1_PATH}
+        path = paths.get(protocol, GENERIC_PATH)
         return f"http://127.0.0.1:{self.port}{path}"
 
     # ---- request handling ------------------------------------------------------------------
 
-    async def handle(self, request: web.Request, protocol: Protocol) -> web.StreamResponse:
+    async def handle(self, request: web.Request, protocol: WireProtocol) -> web.StreamResponse:
         index = self.calls
         self.calls += 1
         doc = json.loads(await request.read())
@@ -122,10 +123,10 @@ class FakeUpstream:
             scores[0, -1] = float("nan")
         return scores[:, -1] if self.flat else scores
 
-    def _render(self, protocol: Protocol, doc: dict[str, Any], scores: np.ndarray) -> str:
-        if protocol is Protocol.KSERVE_V1:
+    def _render(self, protocol: WireProtocol, doc: dict[str, Any], scores: np.ndarray) -> str:
+        if protocol is WireProtocol.KSERVE_V1:
             return json.dumps({"predictions": scores.tolist()})
-        if protocol is Protocol.GENERIC:
+        if protocol is WireProtocol.GENERIC:
             return json.dumps({"result": {"scores": scores.tolist()}, "model": "m"})
         requested = [o["name"] for o in doc.get("outputs", [])] or ["output-0"]
         names = self.answer_names or requested
@@ -141,11 +142,11 @@ class FakeUpstream:
         return json.dumps({"model_name": "m", "outputs": outputs})
 
 
-def _instances(doc: dict[str, Any], protocol: Protocol) -> np.ndarray:
+def _instances(doc: dict[str, Any], protocol: WireProtocol) -> np.ndarray:
     """The batch as float32, exactly as the client sent it (shortest float32 repr parses back)."""
-    if protocol is Protocol.KSERVE_V1:
+    if protocol is WireProtocol.KSERVE_V1:
         return np.asarray(doc["instances"], dtype=np.float32)
-    if protocol is Protocol.GENERIC:
+    if protocol is WireProtocol.GENERIC:
         return np.asarray(doc["payload"]["rows"], dtype=np.float32)
     tensor = doc["inputs"][0]
     return np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
@@ -159,9 +160,9 @@ async def fake_upstream(**knobs: Any) -> AsyncIterator[FakeUpstream]:
     server.behave(knobs.pop("mode", "ok"), **knobs)
     app = web.Application()
     for path, protocol in (
-        (V2_PATH, Protocol.OIP_V2),
-        (V1_PATH, Protocol.KSERVE_V1),
-        (GENERIC_PATH, Protocol.GENERIC),
+        (V2_PATH, WireProtocol.OIP_V2),
+        (V1_PATH, WireProtocol.KSERVE_V1),
+        (GENERIC_PATH, WireProtocol.GENERIC),
     ):
         app.router.add_post(path, _route(server, protocol))
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5, access_log=None)
@@ -175,7 +176,7 @@ async def fake_upstream(**knobs: Any) -> AsyncIterator[FakeUpstream]:
         await runner.cleanup()
 
 
-def _route(server: FakeUpstream, protocol: Protocol) -> Callable[[web.Request], Any]:
+def _route(server: FakeUpstream, protocol: WireProtocol) -> Callable[[web.Request], Any]:
     async def handler(request: web.Request) -> web.StreamResponse:
         return await server.handle(request, protocol)
 
@@ -192,7 +193,7 @@ def refused_port() -> int:
 def make_model(
     url: str,
     *,
-    protocol: Protocol = Protocol.OIP_V2,
+    protocol: WireProtocol = WireProtocol.OIP_V2,
     classes: int = 2,
     kind: OutputKind = OutputKind.LOGITS,
     input_shape: tuple[int, ...] = (3,),
@@ -200,7 +201,7 @@ def make_model(
 ) -> ModelConfig:
     """A ModelConfig for the fake server, with test-friendly fast retries and breaker."""
     defaults: dict[str, Any] = {"retry_backoff_s": 0.01, "read_timeout_s": 2.0}
-    if protocol is Protocol.GENERIC:
+    if protocol is WireProtocol.GENERIC:
         defaults |= {"request_template": GENERIC_TEMPLATE, "response_path": GENERIC_RESPONSE_PATH}
     return ModelConfig.model_validate(
         {

@@ -37,7 +37,7 @@ def running_worker(
         "ERASER_TRAINING__QUEUE": settings.training.queue,
         "ERASER_TRAINING__RETRIES": str(settings.training.retries),
     }
-    args = ["-m", "service.cli", "worker", *(["--burst"] if burst else [])]
+    args = ["-m", "patch_training.cli", "worker", *(["--burst"] if burst else [])]
     ready = worker_listening(settings.training.queue)
     with launched(args, ready, f"test-worker-{settings.training.queue}", env=env) as proc:
         yield proc
@@ -49,7 +49,7 @@ def remove_queue(settings: GatewaySettings) -> None:
     from rq import Queue, Worker
     from rq.serializers import JSONSerializer
 
-    from patch_training.jobs.queue import sync_redis
+    from service.jobs.queue import sync_redis
 
     with sync_redis(settings) as connection:
         queue = Queue(settings.training.queue, connection=connection, serializer=JSONSerializer)

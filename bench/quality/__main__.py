@@ -21,6 +21,7 @@ import orjson
 from tqdm import tqdm
 
 from bench.quality.client import Gateway
+from bench.quality.datasets import DATA_DIR
 from bench.quality.deployed import deployed_onnx
 from bench.quality.markdown import write_markdown
 from bench.quality.plots import plot_setting
@@ -31,7 +32,6 @@ from blackbox.onnx_model import write_onnx_model
 from deploy.local.processes import ROOT
 
 RESULTS = ROOT / "bench" / "results"
-DEFAULT_DATA = ROOT.parent / "shared" / "data"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -39,12 +39,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="one seed, COMPAS only, results in .cache")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
     p.add_argument("--settings", default=",".join(SETTINGS), help=f"any of {list(SETTINGS)}")
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        default=Path(os.environ.get("ERASER_BENCH_DATA", DEFAULT_DATA)),
-        help="folder with adult.*.gz and mnist_5k.csv.gz",
-    )
     p.add_argument("--out", type=Path, help="results folder (default bench/results)")
     p.add_argument(
         "--markdown-only",
@@ -60,8 +54,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     unknown = [s for s in args.settings if s not in SETTINGS]
     if unknown:
         p.error(f"unknown setting(s) {unknown}; choose from {list(SETTINGS)}")
-    if set(args.settings) - {"compas"} and not (args.data_dir / "mnist_5k.csv.gz").exists():
-        p.error(f"{args.data_dir} lacks the Adult/MNIST files: pass --data-dir")
     return args
 
 
@@ -72,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         write_markdown(ROOT / "BENCHMARKS.md", res, _plot_paths(args.out, res))
         return res
     started = time.perf_counter()
-    runs = plan(args.settings, list(range(args.seeds)), args.data_dir)
+    runs = plan(args.settings, list(range(args.seeds)), DATA_DIR)  # the vendored bench/data
     phases = {"deployed_models": _deploy(runs)}
     t0 = time.perf_counter()
     results = _measure(runs)
@@ -157,9 +149,9 @@ def _run_record(run: dict[str, Any]) -> dict[str, Any]:
         k: {m: round(row[m], 2) for m in ("avg", "worst", "eo")} for k, row in run["rows"].items()
     }
     gate = ("avg_group_acc", "eo_bias")  # what the validation gate judged, out of fold
-    holdout = {k: {m: round(run["holdout"][k][m], 2) for m in gate} for k in ("raw", "fair")}
+    oof = {k: {m: round(run["out_of_fold"][k][m], 2) for m in gate} for k in ("raw", "fair")}
     kept = {k: v for k, v in run.items() if k not in ("served_revision", "reason")}
-    return kept | {"rows": rows, "holdout": holdout}
+    return kept | {"rows": rows, "out_of_fold": oof}
 
 
 if __name__ == "__main__":

@@ -112,7 +112,7 @@ def _protocol(meta: dict[str, Any]) -> list[str]:
         "colours (100 images per (digit, colour) group). Deployed models (PyTorch, served as "
         "ONNX by the black box): tabular MLP 64-32, CNN 32-64-128; *vanilla* = cross-entropy, "
         "*unfair* = multi-task with a second head predicting the bias attribute. Patches: the "
-        "job's defaults (`DistillJobSpec`), the seed set to the run's seed.",
+        "job's defaults (`TrainingJobSpec`), the seed set to the run's seed.",
         "",
         "Reproduce: `make bench-quality` (quick check: `python -m bench.quality --quick`, one "
         "seed, COMPAS only). Phases (s): "

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
 
-from service.fairness_metrics import group_report
+from patch_training.metrics import group_report
 
 
 def row_metrics(y: np.ndarray, pred: np.ndarray, b: np.ndarray) -> dict[str, object]:

@@ -127,7 +127,7 @@ def evaluate(gw: Gateway, run: Run, status_url: str) -> dict[str, Any]:
         "reason": patch["reason"],
         "served_revision": first.revision,
         "job_s": round(sum(job["result"]["timings_s"].values()), 2),
-        "holdout": patch["holdout"],
+        "out_of_fold": patch["out_of_fold"],
         "rows": rows,
     }
 

@@ -32,7 +32,7 @@ KEYS = {
 RUN_DIR = CACHE / "bench-quality"
 # Two training workers (one PyTorch thread each, the product's default): jobs are independent,
 # and on two cores two single-threaded workers beat one worker with two threads.
-WORKER = ["-m", "service.cli", "worker"]
+WORKER = ["-m", "patch_training.cli", "worker"]
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from deploy.local.processes import (
     standin_model_config,
     worker_listening,
 )
-from service.fairness_metrics import GroupReport, group_report
+from patch_training.metrics import GroupReport, group_report
 
 PREFIX = "eraser-demo"
 KEYS = {"ERASER_PREDICT_API_KEY": "demo-predict-key", "ERASER_ADMIN_API_KEY": "demo-admin-key"}
@@ -72,7 +72,7 @@ def run_demo(prefix: str) -> dict[str, GroupReport]:
         "ERASER_TRAINING__QUEUE": queue,
     }
     gw_args = ["-m", "service.cli", "serve", "--port", str(gw_port)]
-    worker_args = ["-m", "service.cli", "worker"]
+    worker_args = ["-m", "patch_training.cli", "worker"]
     print(f"black box  {bb_url}  (stand-in COMPAS MLP, race one of its 8 inputs)")
     with (
         launched(bb_args, f"{bb_url}/v2/health/ready", "demo-blackbox"),
@@ -100,7 +100,7 @@ def _train_patch(gw: httpx.Client, data: CompasData, calib: np.ndarray) -> None:
     print(f"calibration: {accepted['rows']} rows uploaded, job {accepted['job_id']} queued")
     job = _wait_for_job(gw, accepted["status_url"])
     for patch in job["result"]["patches"]:
-        fair, raw = patch["holdout"]["fair"], patch["holdout"]["raw"]
+        fair, raw = patch["out_of_fold"]["fair"], patch["out_of_fold"]["raw"]
         print(
             f"patch {patch['name']} v{patch['version']}: {patch['status']} "
             f"(calibration EO bias, out of fold, {raw['eo_bias']:.2f} -> {fair['eo_bias']:.2f} at "

@@ -1,7 +1,7 @@
 """Export a trained torch patch net to the ONNX patch contract and prove the export is faithful.
 
-Contract: one input ``x`` float32 [N, *input_shape] with a dynamic batch axis, one output
-``log_bias`` float32 [N, K], each row a log-softmax (same as ``mlp_onnx``).
+Contract (``service.patch_contract``): one input ``x`` float32 [N, *input_shape] with a dynamic
+batch axis, one output ``log_bias`` float32 [N, K], each row a log-softmax.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from patch_training.export.mlp_onnx import INPUT_NAME, OUTPUT_NAME
 from patch_training.nets.fit import predict_log
+from service.patch_contract import PATCH_INPUT, PATCH_OUTPUT
 
 OPSET = 17
 _MAX_IR_VERSION = 8  # onnxruntime >= 1.14 reads it; same cap as the hand-built patches
@@ -27,7 +27,7 @@ class ParityError(ValueError):
     """The ONNX graph does not compute what the torch net computes."""
 
 
-def trace_to_onnx(net: nn.Module, dummy: torch.Tensor, output_name: str = OUTPUT_NAME) -> bytes:
+def trace_to_onnx(net: nn.Module, dummy: torch.Tensor, output_name: str = PATCH_OUTPUT) -> bytes:
     """Input ``x``, one output, dynamic batch axis, opset 17. The TorchScript exporter, not
     dynamo: in torch 2.13 dynamo fails on these nets and takes seconds where tracing takes
     ~0.1 s. Its deprecation notices are expected here."""
@@ -45,9 +45,9 @@ def trace_to_onnx(net: nn.Module, dummy: torch.Tensor, output_name: str = OUTPUT
             buf,
             dynamo=False,
             opset_version=OPSET,
-            input_names=[INPUT_NAME],
+            input_names=[PATCH_INPUT],
             output_names=[output_name],
-            dynamic_axes={INPUT_NAME: {0: "N"}, output_name: {0: "N"}},
+            dynamic_axes={PATCH_INPUT: {0: "N"}, output_name: {0: "N"}},
         )
     return buf.getvalue()
 
@@ -74,7 +74,7 @@ def check_parity(net: nn.Module, blob: bytes, x: np.ndarray, atol: float = 1e-4)
     sess = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
     diff = 0.0
     for batch in (x[:1], x):
-        onnx_out = sess.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+        onnx_out = sess.run([PATCH_OUTPUT], {PATCH_INPUT: batch})[0]
         torch_out = predict_log(net, batch)
         if onnx_out.shape != torch_out.shape:
             raise ParityError(f"ONNX output {onnx_out.shape} != torch output {torch_out.shape}")

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from patch_training.blackbox import OutputCache
-from patch_training.calibration import CalibrationStore
 from patch_training.jobs.progress import JobProgress
+from service.calibration.store import CalibrationStore
 from service.errors import ModelNotFound
 from service.registry.store import Registry
 from service.settings import GatewaySettings, ModelConfig

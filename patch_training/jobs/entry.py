@@ -1,4 +1,4 @@
-"""Where a training job starts: in an RQ worker (``distill_job``) or in the CLI (``run_local``).
+"""Where a training job starts: in an RQ worker (``run_job``) or in the CLI (``run_stored``).
 
 Both read the calibration set back from the store by its sha256 and re-validate it with this
 process's model table, so a worker configured differently from the gateway fails loudly instead
@@ -14,12 +14,12 @@ from typing import Any
 from rq import get_current_job
 from rq.job import Job
 
-from patch_training.calibration import load_calibration
 from patch_training.jobs.context import open_context
-from patch_training.jobs.distill import run_distill
+from patch_training.jobs.pipeline import run_training
 from patch_training.jobs.progress import JobProgress, Snapshot
-from patch_training.jobs.spec import DistillJobSpec, DistillResult
+from service.calibration.loader import load_calibration
 from service.errors import EraserError
+from service.jobs.spec import JobResult, TrainingJobSpec
 from service.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -33,16 +33,17 @@ def is_permanent(exc: BaseException) -> bool:
     return isinstance(exc, ValueError)  # ParityError (a failed ONNX export check) is one
 
 
-def distill_job(spec: dict[str, Any]) -> dict[str, Any]:
-    """The RQ job function: progress goes to the job's meta, the result is plain JSON."""
+def run_job(spec: dict[str, Any]) -> dict[str, Any]:
+    """The RQ job function (``service.jobs.queue.JOB_FUNCTION``): progress goes to the job's
+    meta, the result is plain JSON."""
     job = get_current_job()
     if job is None:
-        raise RuntimeError("distill_job runs inside an RQ worker; use run_local otherwise")
+        raise RuntimeError("run_job runs inside an RQ worker; use run_stored otherwise")
     progress = JobProgress(publish=_meta_writer(job))
     job.meta.pop("error", None)  # an earlier attempt's reason no longer applies
     try:
         result = asyncio.run(
-            run_stored(DistillJobSpec.model_validate(spec), GatewaySettings(), progress, job.id)
+            run_stored(TrainingJobSpec.model_validate(spec), GatewaySettings(), progress, job.id)
         )
     except Exception as exc:
         _record_failure(job, exc)
@@ -51,11 +52,11 @@ def distill_job(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 async def run_stored(
-    spec: DistillJobSpec,
+    spec: TrainingJobSpec,
     settings: GatewaySettings,
     progress: JobProgress,
     job_id: str | None = None,
-) -> DistillResult:
+) -> JobResult:
     """Load the stored calibration set named by the spec and run the job."""
     if spec.calibration_set_id is None:
         raise ValueError("the job spec names no calibration set")
@@ -69,7 +70,7 @@ async def run_stored(
             settings.training.max_calibration_rows,
             filename=meta.filename,
         )
-        return await run_distill(spec, calib, ctx)
+        return await run_training(spec, calib, ctx)
 
 
 def _meta_writer(job: Job) -> Any:

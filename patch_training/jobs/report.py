@@ -13,7 +13,7 @@ import orjson
 
 from patch_training.alpha import AlphaChoice
 from patch_training.gate import Verdict
-from service.fairness_metrics import GroupReport
+from patch_training.metrics import GroupReport
 from service.registry.models import PatchReport
 
 

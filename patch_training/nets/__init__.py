@@ -7,7 +7,6 @@ Every net maps float32 [N, *input_shape] to log-softmax [N, K], the ONNX patch c
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
 from torch import nn
@@ -17,9 +16,9 @@ from patch_training.nets.fit import FitConfig, FitResult, fit_to_targets, predic
 from patch_training.nets.tabular import TabularMLP, TabularPreprocess
 from patch_training.nets.torch_env import limit_threads, resolve_device, seed_everything
 from patch_training.nets.vision import MIN_SIDE, ResNet18, SmallCNN
+from service.jobs.spec import Arch
 
 __all__ = [
-    "Arch",
     "FitConfig",
     "FitResult",
     "FoldEnsemble",
@@ -34,9 +33,6 @@ __all__ = [
     "resolve_device",
     "seed_everything",
 ]
-
-Arch = Literal["auto", "mlp", "cnn", "resnet18"]
-
 
 def _resolve_arch(shape: tuple[int, ...], arch: Arch) -> Arch:
     """``auto`` picks by rank; any arch, picked or explicit, must fit the shape it needs."""
@@ -60,14 +56,15 @@ def build_patch_net(
     input_shape: Sequence[int],
     num_classes: int,
     x_fit: np.ndarray,
-    arch: Arch = "auto",
-    hidden: Sequence[int] = (64, 64),
+    arch: Arch,
+    hidden: Sequence[int],
     max_categories: int = 12,
 ) -> nn.Module:
     """A fresh (untrained) patch net; ``x_fit`` fixes the tabular preprocessing constants.
 
     Weight initialisation draws from torch's global generator: call ``seed_everything`` first
-    for a reproducible patch. ``hidden`` and ``max_categories`` only apply to ``mlp``.
+    for a reproducible patch. ``hidden`` and ``max_categories`` only apply to ``mlp`` (the
+    job spec sets ``arch`` and ``hidden``).
     """
     shape = tuple(int(d) for d in input_shape)
     if num_classes < 2 or not shape or min(shape) < 1:

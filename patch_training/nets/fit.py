@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from patch_training.nets.torch_env import resolve_device
+from service.jobs.spec import TrainingJobSpec
 
 # An epoch must beat the best val KL by this relative margin to reset patience; otherwise
 # float noise in a converged fit keeps "improving" by 1e-9 and early stopping never fires.
@@ -19,17 +20,31 @@ _REL_IMPROVEMENT = 1e-4
 
 @dataclass(frozen=True)
 class FitConfig:
-    epochs: int = 300
-    batch_size: int = 128
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    patience: int = 20
-    seed: int = 0
-    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    """The fit loop's knobs; their defaults are the job spec's (``from_spec``)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    patience: int
+    seed: int
+    device: str  # "auto" | "cpu" | "cuda[:i]"
 
     def __post_init__(self) -> None:
         if min(self.epochs, self.batch_size, self.patience) < 1 or self.lr <= 0:
             raise ValueError(f"epochs, batch_size, patience must be >= 1 and lr > 0: {self}")
+
+    @classmethod
+    def from_spec(cls, spec: TrainingJobSpec) -> FitConfig:
+        return cls(
+            epochs=spec.epochs,
+            batch_size=spec.batch_size,
+            lr=spec.lr,
+            weight_decay=spec.weight_decay,
+            patience=spec.patience,
+            seed=spec.seed,
+            device=spec.device,
+        )
 
 
 @dataclass(frozen=True)

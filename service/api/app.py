@@ -1,19 +1,22 @@
-"""Application factory: settings → Redis → registry → upstreams → hot-loader → data plane → app."""
+"""Application factory: settings → Redis → registry → upstreams → hot-loader → data plane → app.
+
+Everything stateful is built in the lifespan, in one place (``_running_gateway``), and handed
+to routes as typed dependencies (``service.api.deps``).
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from patch_training.calibration import CalibrationStore
-from patch_training.jobs.queue import sync_redis
 from service.api import (
+    deps,
     errors,
     routes_admin,
     routes_feedback,
@@ -21,12 +24,16 @@ from service.api import (
     routes_training,
     routes_v2,
 )
-from service.dataplane import Dataplane, blocking_runner
+from service.api.edge import RequestEdge
+from service.calibration.checker import UploadChecker
+from service.calibration.store import CalibrationStore
+from service.dataplane import Dataplane
+from service.jobs.queue import JobQueue
 from service.metrics import GatewayMetrics
 from service.monitoring.monitor import BiasMonitor
 from service.monitoring.store import ServedDecisionStore
 from service.registry.store import Registry
-from service.runtime.hotload import StackWatcher
+from service.runtime.hotload import StackWatcher, blocking_runner
 from service.settings import GatewaySettings, ModelConfig
 from service.upstream.client import UpstreamClient
 
@@ -39,7 +46,8 @@ def create_app(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with _running_gateway(app, settings, metrics):
+        async with _running_gateway(settings, metrics) as gateway:
+            deps.install(app, gateway)
             yield
 
     app = FastAPI(
@@ -51,6 +59,7 @@ def create_app(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
     app.state.settings = settings
     app.state.metrics = metrics
     errors.install(app)
+    app.add_middleware(RequestEdge, settings=settings)
     app.include_router(routes_predict.router)
     app.include_router(routes_v2.health)
     app.include_router(routes_v2.router)
@@ -62,7 +71,7 @@ def create_app(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
 
 
 def app_from_environment() -> FastAPI:
-    """The factory ``eraser serve`` hands to uvicorn, so that every worker builds its own app."""
+    """The factory ``eraser-gateway serve`` hands to uvicorn: every worker builds its own app."""
     return create_app(GatewaySettings())
 
 
@@ -73,40 +82,50 @@ async def _metrics_endpoint(request: Request) -> Response:
 
 @asynccontextmanager
 async def _running_gateway(
-    app: FastAPI, settings: GatewaySettings, metrics: GatewayMetrics
-) -> AsyncIterator[None]:
-    redis = aioredis.Redis.from_url(
-        settings.redis.url,
-        socket_timeout=settings.redis.socket_timeout_s,
-        socket_connect_timeout=settings.redis.connect_timeout_s,
-    )
-    registry = Registry(
-        redis, settings.signing_key.get_secret_value().encode(), prefix=settings.redis.key_prefix
-    )
-    executor = ThreadPoolExecutor(settings.runtime.inference_threads, thread_name_prefix="patch")
-    upstreams = {m.name: _upstream(m, metrics) for m in settings.models}
-    for client in upstreams.values():
-        await client.start()
-    watcher = StackWatcher(
-        registry, settings.models, settings.runtime, metrics, blocking_runner(executor)
-    )
-    plane = Dataplane(settings, upstreams, watcher, metrics, executor)
-    app.state.registry, app.state.dataplane = registry, plane
-    store = ServedDecisionStore(redis, settings.redis.key_prefix, settings.feedback)
-    app.state.bias_monitor = BiasMonitor(settings.models, metrics.bias, store)
-    app.state.calibrations = CalibrationStore(redis, settings.redis.key_prefix)
-    app.state.sync_redis = sync_redis(settings)  # RQ is synchronous; used from a thread pool
-    try:
+    settings: GatewaySettings, metrics: GatewayMetrics
+) -> AsyncIterator[deps.Gateway]:
+    """Open everything, in order, and close it in reverse, whatever fails on the way."""
+    async with AsyncExitStack() as stack:
+        redis = aioredis.Redis.from_url(
+            settings.redis.url,
+            socket_timeout=settings.redis.socket_timeout_s,
+            socket_connect_timeout=settings.redis.connect_timeout_s,
+        )
+        stack.push_async_callback(redis.aclose)
+        signing_key = settings.signing_key.get_secret_value().encode()
+        registry = Registry(redis, signing_key, prefix=settings.redis.key_prefix)
+        inference = ThreadPoolExecutor(settings.runtime.inference_threads, "patch")
+        loading = ThreadPoolExecutor(1, "patch-loader")  # builds + warm-ups, never on `inference`
+        for pool in (inference, loading):
+            stack.callback(pool.shutdown, wait=False, cancel_futures=True)
+        upstreams = {m.name: _upstream(m, metrics) for m in settings.models}
+        for client in upstreams.values():
+            stack.push_async_callback(client.close)
+            await client.start()
+        load_blocking = blocking_runner(loading)
+        watcher = StackWatcher(registry, settings.models, settings.runtime, metrics, load_blocking)
+        store = ServedDecisionStore(redis, settings.redis.key_prefix, settings.feedback)
+        monitor = BiasMonitor(settings.models, metrics.bias, store)
+        plane = Dataplane(settings, upstreams, watcher, metrics, inference, monitor)
+        uploads = UploadChecker()
+        stack.callback(uploads.close)
+        jobs = JobQueue(settings)  # RQ is synchronous; its calls run in a worker thread
+        stack.callback(jobs.close)
+        stack.push_async_callback(watcher.stop)
         await watcher.start()
         log.info("gateway ready for models %s", [m.name for m in settings.models])
-        yield
-    finally:
-        await watcher.stop()
-        for client in upstreams.values():
-            await client.close()
-        executor.shutdown(wait=False, cancel_futures=True)
-        app.state.sync_redis.close()
-        await redis.aclose()
+        yield deps.Gateway(
+            settings=settings,
+            metrics=metrics,
+            registry=registry,
+            dataplane=plane,
+            watcher=watcher,
+            monitor=monitor,
+            calibrations=CalibrationStore(redis, settings.redis.key_prefix),
+            uploads=uploads,
+            jobs=jobs,
+            load_blocking=load_blocking,
+        )
 
 
 def _upstream(model: ModelConfig, metrics: GatewayMetrics) -> UpstreamClient:

@@ -1,6 +1,8 @@
 """Two separate API keys: one for predictions, one for operators. Constant-time comparison.
 
-No credential is a 401; a credential that is not the one this route needs is a 403.
+No credential is a 401; a credential that is not the one this route needs is a 403. These run
+as router dependencies, before any route reads its body: routes never declare body parameters
+(FastAPI would read and parse those before the dependencies run).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import hmac
 from fastapi import Request
 from pydantic import SecretStr
 
+from service.api.deps import settings_of
 from service.errors import Forbidden, Unauthorized
 
 
@@ -32,16 +35,16 @@ def check_key(request: Request, expected: SecretStr, role: str) -> None:
 
 # Async on purpose: FastAPI runs sync dependencies in a thread pool, a ~0.1 ms round trip.
 async def require_predict(request: Request) -> None:
-    check_key(request, request.app.state.settings.predict_api_key, "prediction")
+    check_key(request, settings_of(request.app).predict_api_key, "prediction")
 
 
 async def require_admin(request: Request) -> None:
-    check_key(request, request.app.state.settings.admin_api_key, "operator")
+    check_key(request, settings_of(request.app).admin_api_key, "operator")
 
 
 async def require_feedback(request: Request) -> None:
     """The admin key, or the separate feedback key so a labelling job needs no operator rights."""
-    settings = request.app.state.settings
+    settings = settings_of(request.app)
     key = presented_key(request)
     feedback_key = settings.feedback_api_key
     if (

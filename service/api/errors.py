@@ -1,4 +1,9 @@
-"""The one place where errors become HTTP responses: ``{"error": {"code", "message", ...}}``."""
+"""The one place where errors become HTTP responses: ``{"error": {"code", "message", ...}}``.
+
+Domain errors (``service.errors``), request validation, the framework's own errors (unknown
+route, wrong method, a malformed form) and Redis outages are mapped here. A bug that escapes
+all of these is answered by the edge (``service.api.edge``), in the same body.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,21 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException
 
-from service.errors import CircuitOpen, EraserError
+from service.api.throttled_log import ThrottledLog
+from service.errors import CircuitOpen, EraserError, PayloadTooLarge
 
 log = logging.getLogger(__name__)
+server_errors = ThrottledLog(log)  # an open breaker can fail thousands of requests a second
+
+FRAMEWORK_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
 
 
 def error_body(code: str, message: str, **details: object) -> dict[str, object]:
@@ -23,8 +39,11 @@ async def eraser_error(request: Request, exc: Exception) -> JSONResponse:
     headers = {}
     if isinstance(exc, CircuitOpen) and "retry_after_s" in exc.details:
         headers["Retry-After"] = str(max(1, round(float(exc.details["retry_after_s"]))))
+    if isinstance(exc, PayloadTooLarge):
+        headers["Connection"] = "close"  # do not read the rest of an oversized body
     if exc.status_code >= 500:
-        log.warning(
+        server_errors.warning(
+            (request.method, request.url.path, exc.status_code, exc.code),
             "%s %s -> %d %s: %s",
             request.method,
             request.url.path,
@@ -53,22 +72,31 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def framework_error(request: Request, exc: Exception) -> JSONResponse:
+    """Errors Starlette raises itself (404 for an unknown route, 405, a malformed form)."""
+    assert isinstance(exc, HTTPException)
+    code = FRAMEWORK_CODES.get(exc.status_code, "http_error")
+    return JSONResponse(
+        error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+    )
+
+
 async def redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
     """Registry, job queue or calibration store did not answer: the operator's request may be
     repeated later, so a 503, not a 500."""
-    log.warning("%s %s -> 503: Redis: %s", request.method, request.url.path, exc)
+    server_errors.warning(
+        (request.method, request.url.path, 503, type(exc).__name__),
+        "%s %s -> 503: Redis: %s",
+        request.method,
+        request.url.path,
+        exc,
+    )
     message = f"Redis (registry, job queue) did not answer: {type(exc).__name__}"
     return JSONResponse(error_body("redis_unavailable", message), status_code=503)
-
-
-async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    """A bug, not a user error: logged with its trace, answered without one."""
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return JSONResponse(error_body("internal_error", "internal error; see gateway logs"), 500)
 
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(EraserError, eraser_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, framework_error)
     app.add_exception_handler(RedisError, redis_unavailable)
-    app.add_exception_handler(Exception, unexpected_error)

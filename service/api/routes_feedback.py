@@ -7,16 +7,19 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from service.api.auth import require_feedback
+from service.api.bodies import documented_body, parse_body
+from service.api.deps import MonitorDep
 from service.api.schemas import FeedbackRequest, FeedbackResponse
-from service.monitoring.monitor import BiasMonitor
 
 router = APIRouter(tags=["monitoring"], dependencies=[Depends(require_feedback)])
 
 
-@router.post("/feedback", response_model=FeedbackResponse)
-async def feedback(body: FeedbackRequest, request: Request) -> FeedbackResponse:
+@router.post(
+    "/feedback", response_model=FeedbackResponse, openapi_extra=documented_body(FeedbackRequest)
+)
+async def feedback(request: Request, monitor: MonitorDep) -> FeedbackResponse:
     """Count the label once; 404 says whether the request id is unknown, expired or evicted."""
-    monitor: BiasMonitor = request.app.state.bias_monitor
+    body = await parse_body(request, FeedbackRequest)
     result = await monitor.feedback(body.request_id, body.index, body.label)
     return FeedbackResponse(
         request_id=result.request_id,

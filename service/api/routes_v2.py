@@ -13,20 +13,20 @@ from pydantic import TypeAdapter, ValidationError
 
 from service.api.auth import require_predict
 from service.api.bodies import documented_body, parse_body
-from service.api.routes_predict import json_response
-from service.api.schemas import V2InferRequest, V2InferResponse
-from service.dataplane import Dataplane, Prediction
+from service.api.deps import DataplaneDep
+from service.api.responses import json_response
+from service.api.schemas import V2InferRequest, V2InferResponse, V2RequestParameters
+from service.dataplane import Prediction
 from service.eraser_math import from_log_probs
 from service.errors import InvalidInstances, InvalidMonitoring
-from service.instances import check_batch_size, check_finite
-from service.monitoring.monitor import BiasMonitor
+from service.instances import as_float32, check_batch_size, check_finite
 from service.settings import ModelConfig
 
 health = APIRouter(tags=["v2 health"])
 router = APIRouter(tags=["v2"], dependencies=[Depends(require_predict)])
 
-DEFAULT_OUTPUT = "output-0"
 MONITOR_ROWS = TypeAdapter(list[dict[str, str]])
+NO_PARAMETERS = V2RequestParameters()
 
 
 @health.get("/v2/health/live")
@@ -35,17 +35,15 @@ async def live() -> dict:
 
 
 @health.get("/v2/health/ready")
-async def ready(request: Request, response: Response) -> dict:
+async def ready(plane: DataplaneDep, response: Response) -> dict:
     """Ready once every model's active stack is loaded."""
-    plane: Dataplane = request.app.state.dataplane
     is_ready = all(plane.ready(m.name) for m in plane.settings.models)
     response.status_code = 200 if is_ready else 503
     return {"ready": is_ready}
 
 
 @router.get("/v2/models/{model}")
-async def metadata(model: str, request: Request) -> dict:
-    plane: Dataplane = request.app.state.dataplane
+async def metadata(model: str, plane: DataplaneDep) -> dict:
     cfg = plane.model(model)
     stack = plane.watcher.current(cfg.name) if plane.ready(cfg.name) else None
     return {
@@ -55,16 +53,13 @@ async def metadata(model: str, request: Request) -> dict:
         "inputs": [
             {"name": cfg.upstream.input_name, "datatype": "FP32", "shape": [-1, *cfg.input.shape]}
         ],
-        "outputs": [
-            {"name": output_name(cfg), "datatype": "FP32", "shape": [-1, output_width(cfg)]}
-        ],
+        "outputs": [{"name": cfg.output_name, "datatype": "FP32", "shape": [-1, cfg.output_width]}],
         "parameters": {"classes": cfg.classes, "output_kind": cfg.upstream.output_kind.value},
     }
 
 
 @router.get("/v2/models/{model}/ready")
-async def model_ready(model: str, request: Request, response: Response) -> dict:
-    plane: Dataplane = request.app.state.dataplane
+async def model_ready(model: str, plane: DataplaneDep, response: Response) -> dict:
     is_ready = plane.ready(plane.model(model).name)
     response.status_code = 200 if is_ready else 503
     return {"name": model, "ready": is_ready}
@@ -75,24 +70,17 @@ async def model_ready(model: str, request: Request, response: Response) -> dict:
     response_model=V2InferResponse,
     openapi_extra=documented_body(V2InferRequest),
 )
-async def infer(model: str, request: Request) -> Response:
+async def infer(model: str, request: Request, plane: DataplaneDep) -> Response:
     body = await parse_body(request, V2InferRequest)
-    plane: Dataplane = request.app.state.dataplane
     cfg = plane.model(model)
     x = input_tensor(body, cfg, plane.settings.max_batch)
-    parameters = body.parameters or {}
-    return_raw = bool(parameters.get("return_raw", False))
-    if "monitor" not in parameters:  # the hot path: no monitoring work at all
-        result = await plane.predict(cfg.name, x, route="v2")
-        return json_response(render(body, result, return_raw), result.stack.revision)
-    monitor: BiasMonitor = request.app.state.bias_monitor
-    groups = monitor.columns(cfg, monitor_rows(parameters["monitor"]), len(x))
-    result = await plane.predict(cfg.name, x, route="v2")
-    content = render(body, result, return_raw)
-    content["parameters"]["eraser_request_id"] = await monitor.observe(
-        cfg, result.raw_log_probs, result.fair_log_probs, groups
-    )
-    return json_response(content, result.stack.revision)
+    parameters = body.parameters or NO_PARAMETERS
+    monitor = None if parameters.monitor is None else monitor_rows(parameters.monitor)
+    served = await plane.predict(cfg, x, "v2", monitor)
+    content = render(body, served.prediction, parameters.return_raw)
+    if monitor is not None:
+        content["parameters"]["eraser_request_id"] = served.request_id
+    return json_response(content, served.prediction.stack.revision)
 
 
 def monitor_rows(value: object) -> list[dict[str, str]]:
@@ -106,14 +94,6 @@ def monitor_rows(value: object) -> list[dict[str, str]]:
         ) from None
 
 
-def output_name(cfg: ModelConfig) -> str:
-    return cfg.upstream.output_name or DEFAULT_OUTPUT
-
-
-def output_width(cfg: ModelConfig) -> int:
-    return 1 if cfg.upstream.output_kind.value == "sigmoid_logits" else cfg.num_classes
-
-
 def input_tensor(body: V2InferRequest, cfg: ModelConfig, max_batch: int) -> np.ndarray:
     """The one input tensor, reshaped and checked against the model's input spec."""
     tensors = [t for t in body.inputs if t.name == cfg.upstream.input_name] or body.inputs
@@ -123,11 +103,10 @@ def input_tensor(body: V2InferRequest, cfg: ModelConfig, max_batch: int) -> np.n
     if t.shape[1:] != cfg.input.shape or not t.shape or t.shape[0] < 1:
         raise InvalidInstances(f"input shape {t.shape}, model expects [N, *{cfg.input.shape}]")
     check_batch_size(t.shape[0], max_batch)
-    try:
-        with np.errstate(over="ignore"):  # out-of-range values become inf: check_finite says so
-            x = np.asarray(t.data, dtype=np.float32).reshape(t.shape)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInstances(f"input data does not fill shape {t.shape}: {exc}") from None
+    values = as_float32(t.data, "input data is not numeric")
+    if values.size != int(np.prod(t.shape)):
+        raise InvalidInstances(f"input data ({values.size} values) does not fill shape {t.shape}")
+    x = values.reshape(t.shape)
     check_finite(x)
     return x
 
@@ -135,10 +114,10 @@ def input_tensor(body: V2InferRequest, cfg: ModelConfig, max_batch: int) -> np.n
 def render(body: V2InferRequest, result: Prediction, return_raw: bool) -> dict:
     cfg = result.model
     kind = cfg.upstream.output_kind
-    outputs = [_tensor(output_name(cfg), from_log_probs(result.fair_log_probs, kind))]
+    outputs = [_tensor(cfg.output_name, from_log_probs(result.fair_log_probs, kind))]
     if return_raw:
         raw = from_log_probs(result.raw_log_probs, kind)
-        outputs.append(_tensor(f"raw_{output_name(cfg)}", raw))
+        outputs.append(_tensor(f"raw_{cfg.output_name}", raw))
     return {
         "model_name": cfg.name,
         "model_version": str(result.stack.revision),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from service.registry.models import PatchManifest, Stack, StackEntry
 
@@ -16,7 +16,9 @@ class PredictRequest(BaseModel):
     instances: list[Any] = Field(
         description="lists shaped like the model's input, or objects keyed by feature name"
     )
-    return_raw: bool = Field(default=False, description="also return the upstream's probabilities")
+    return_raw: StrictBool = Field(
+        default=False, description="also return the upstream's probabilities"
+    )
     monitor: list[dict[str, str]] | None = Field(
         default=None,
         description='monitoring only, one object per instance, e.g. {"race": "..."}: '
@@ -77,11 +79,26 @@ class V2RequestedOutput(BaseModel):
     parameters: dict[str, Any] | None = None
 
 
+class V2RequestParameters(BaseModel):
+    """The request parameters the gateway reads; any others are allowed and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    return_raw: StrictBool = Field(
+        default=False, description="also return the upstream's output as raw_<output>"
+    )
+    monitor: Any = Field(
+        default=None,
+        description="monitoring only: one {attribute: group} object per instance, as in "
+        "/predict; the answer then carries parameters.eraser_request_id",
+    )
+
+
 class V2InferRequest(BaseModel):
     id: str | None = None
     inputs: list[V2Tensor] = Field(min_length=1)
     outputs: list[V2RequestedOutput] | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: V2RequestParameters | None = None
 
 
 class V2InferResponse(BaseModel):

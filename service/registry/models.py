@@ -1,4 +1,4 @@
-"""Registry records: patch manifests and active stacks (DESIGN.md "Registry")."""
+"""Registry records: patch manifests and active stacks (docs/design.md, "Registry")."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from service.patch_contract import PATCH_INPUT
 
 PatchKind = Literal["eraser", "poisoner", "fmd", "custom"]
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -26,11 +28,8 @@ class PatchSpec(BaseModel):
     kind: PatchKind
     model: str = Field(description="the model (gateway model name) this patch debiases")
     classes: list[str] = Field(min_length=2, description="class order of log_bias, = the model's")
-    input_name: str = Field(default="x", description="the ONNX input the gateway feeds")
+    input_name: str = Field(default=PATCH_INPUT, description="the ONNX input the gateway feeds")
     input_shape: list[int] = Field(description="per-instance input shape, e.g. [7]")
-    preprocessing: dict[str, Any] = Field(
-        default_factory=dict, description="declared, not hard-coded; empty when inside the graph"
-    )
     allow_gpu: bool = Field(default=True, description="may run on the CUDA provider")
     default_alpha: float = Field(default=1.0, ge=0.0)
     training_config: dict[str, Any] = Field(default_factory=dict)

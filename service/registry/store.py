@@ -20,6 +20,7 @@ from service.errors import (
     BadRequest,
     Conflict,
     IntegrityError,
+    InvalidStoredRecord,
     PatchNotFound,
     PatchRejected,
     RegistryError,
@@ -29,7 +30,6 @@ from service.registry.keys import RegistryKeys
 from service.registry.models import (
     NAME_PATTERN,
     REJECTED,
-    STATUS_RE,
     PatchManifest,
     PatchReport,
     PatchSpec,
@@ -133,8 +133,8 @@ class Registry:
     ) -> PatchManifest:
         """Store ``blob`` and a signed manifest as the next version of ``name``.
 
-        The manifest, its status, its report and the job marker are written in one MULTI, so a
-        trainer killed at any point leaves either a complete version or none. The blob is
+        The manifest, its status, its report and the job marker are written by one Lua script,
+        so a trainer killed at any point leaves either a complete version or none. The blob is
         written first (content-addressed, harmless alone); a crash after INCR only leaves a gap
         in the version numbers, which readers skip. With ``job_id``, a retried job gets back the
         version its earlier attempt registered instead of a duplicate.
@@ -283,15 +283,6 @@ class Registry:
 
     # ------------------------------------------------------------------ mutable status
 
-    async def set_status(self, name: str, version: int, status: str, reason: str = "") -> None:
-        """Mark a version (e.g. "rejected" by a validation gate); kept outside the signed,
-        immutable manifest so it can change."""
-        if not isinstance(status, str) or not STATUS_RE.fullmatch(status):
-            raise BadRequest(f"invalid status {status!r}: must match {STATUS_RE.pattern}")
-        await self._require_manifest(name, version)
-        mapping = VersionStatus(status=status, reason=reason).as_mapping()
-        await self._redis.hset(self._keys.status(name, version), mapping=mapping)
-
     async def get_status(self, name: str, version: int) -> dict[str, str]:
         """``{"status": ..., "reason": ...}``; "registered" until someone sets another."""
         await self._require_manifest(name, version)
@@ -309,9 +300,10 @@ class Registry:
     # ------------------------------------------------------------------ stacks
 
     async def get_stack(self, model: str) -> Stack:
-        """The active stack; revision 0 with no entries when none was ever set."""
+        """The active stack; revision 0 with no entries when none was ever set.
+        InvalidStoredRecord (409) when the stored record fails its schema."""
         raw = await self._redis.get(self._keys.stack(model))
-        return Stack(model=model) if raw is None else Stack.model_validate_json(raw)
+        return Stack(model=model) if raw is None else _stored_stack(raw, model, "active stack")
 
     async def get_revision(self, model: str) -> int:
         """The active revision in one GET: cheap enough for every replica to poll."""
@@ -431,7 +423,7 @@ class Registry:
             )
         if raw_previous is None:
             raise Conflict(f"model {model!r} has no earlier stack to roll back to", model=model)
-        previous = Stack.model_validate_json(raw_previous)
+        previous = _stored_stack(raw_previous, model, "previous stack")
         why = reason or f"rollback to revision {previous.revision}"
         return await self.set_stack(model, previous.entries, current, why)
 
@@ -440,7 +432,7 @@ class Registry:
         if limit <= 0:
             return []
         raws = await self._redis.lrange(self._keys.stack_history(model), 0, limit - 1)
-        return [Stack.model_validate_json(raw) for raw in raws]
+        return [_stored_stack(raw, model, "stack history entry") for raw in raws]
 
     # ------------------------------------------------------------------ events
 
@@ -462,6 +454,20 @@ class Registry:
                     yield event
         finally:
             await pubsub.aclose()
+
+
+def _stored_stack(raw: bytes, model: str, what: str) -> Stack:
+    """A stack record read back from Redis, which anyone with write access may have edited."""
+    try:
+        return Stack.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "record"
+        raise InvalidStoredRecord(
+            f"the stored {what} of model {model!r} is invalid ({where}: {first['msg']}); "
+            "PUT a new stack to replace it",
+            model=model,
+        ) from None
 
 
 def _parse_event(message: dict[str, Any] | None) -> StackEvent | None:

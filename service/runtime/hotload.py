@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from concurrent.futures import Executor
+from typing import Any, TypeVar
 
-from service.errors import EraserError, PatchFailed
+from service.errors import EraserError, InvalidStoredRecord, PatchFailed
 from service.metrics import GatewayMetrics
-from service.registry.models import Stack
 from service.registry.store import Registry
 from service.runtime.stack import LoadedStack, SessionCache, StackLoader
 from service.settings import ModelConfig, RuntimeSettings
@@ -22,6 +22,16 @@ from service.settings import ModelConfig, RuntimeSettings
 log = logging.getLogger(__name__)
 
 RunBlocking = Callable[..., Awaitable[Any]]
+T = TypeVar("T")
+
+
+def blocking_runner(executor: Executor) -> RunBlocking:
+    """``await run(fn, *args)``: blocking work (session builds and warm-ups) on ``executor``."""
+
+    async def run(fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+
+    return run
 
 
 class StackWatcher:
@@ -108,22 +118,25 @@ class StackWatcher:
             revision = await self.registry.get_revision(model)
             if served is not None and revision in (served.revision, self._failed.get(model)):
                 return
-            await self._swap_in(model, await self.registry.get_stack(model))
+            await self._swap_in(model, revision)
 
-    async def _swap_in(self, model: str, stack: Stack) -> None:
+    async def _swap_in(self, model: str, revision: int) -> None:
+        """Read, build, warm and check the active stack; swap it in only if all of that works.
+
+        A stack record that fails its schema (e.g. fields written by hand) is a failed load like
+        any other: counted, logged, the old stack kept. Redis not answering is not: it
+        propagates, and the next poll tries again.
+        """
+        try:
+            stack = await self.registry.get_stack(model)
+        except InvalidStoredRecord as exc:
+            self._load_failed(model, revision, exc.message)
+            return
         try:
             loaded = await self.loader.load(stack, self.models[model], self.run_blocking)
         except Exception as exc:  # typed load errors and registry/Redis failures alike
             reason = exc.message if isinstance(exc, EraserError) else repr(exc)
-            self._errors[model] = f"revision {stack.revision}: {reason}"
-            self._failed[model] = stack.revision
-            self.metrics.hotloads.labels(model, "failure").inc()
-            log.error(
-                "hot-load of %s revision %d failed, keeping the old stack: %s",
-                model,
-                stack.revision,
-                reason,
-            )
+            self._load_failed(model, stack.revision, reason)
             return
         self._stacks[model] = loaded  # the swap: one reference
         self._errors.pop(model, None)
@@ -138,6 +151,14 @@ class StackWatcher:
         self.metrics.set_active_stack(model, loaded.revision, loaded.describe())
         log.info(
             "model %s now serves stack revision %d: %s", model, loaded.revision, loaded.describe()
+        )
+
+    def _load_failed(self, model: str, revision: int, reason: str) -> None:
+        self._errors[model] = f"revision {revision}: {reason}"
+        self._failed[model] = revision
+        self.metrics.hotloads.labels(model, "failure").inc()
+        log.error(
+            "hot-load of %s revision %d failed, keeping the old stack: %s", model, revision, reason
         )
 
     async def _follow_events(self) -> None:

@@ -13,11 +13,9 @@ import numpy as np
 import onnxruntime as ort
 
 from service.errors import PatchFailed, PatchLoadError
+from service.patch_contract import LOG_NORM_TOLERANCE, PATCH_OUTPUT
 
 log = logging.getLogger(__name__)
-
-OUTPUT_NAME = "log_bias"
-_NORM_TOLERANCE = 1e-3
 
 
 def choose_providers(use_gpu: bool, allow_gpu: bool) -> list[str]:
@@ -68,8 +66,10 @@ class PatchSession:
             raise PatchLoadError(
                 f"{self.label}: no input '{self.input_name}' (has {sorted(inputs)})"
             )
-        if OUTPUT_NAME not in outputs:
-            raise PatchLoadError(f"{self.label}: no output '{OUTPUT_NAME}' (has {sorted(outputs)})")
+        if PATCH_OUTPUT not in outputs:
+            raise PatchLoadError(
+                f"{self.label}: no output '{PATCH_OUTPUT}' (has {sorted(outputs)})"
+            )
 
     def warm(self) -> None:
         """Prove shape and normalisation on a small batch, then time batches of 1 and 64."""
@@ -84,7 +84,7 @@ class PatchSession:
                 f"model needs [N, {self.num_classes}]"
             )
         lse = np.log(np.exp(out.astype(np.float64)).sum(axis=1))
-        if not np.all(np.abs(lse) < _NORM_TOLERANCE):
+        if not np.all(np.abs(lse) < LOG_NORM_TOLERANCE):
             raise PatchLoadError(f"{self.label}: log_bias rows are not log-normalised")
         self._cost_1, self._cost_64 = (self._median_seconds(n) for n in (1, 64))
 
@@ -115,4 +115,4 @@ class PatchSession:
         return out
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
-        return self._session.run([OUTPUT_NAME], {self.input_name: x})[0]
+        return self._session.run([PATCH_OUTPUT], {self.input_name: x})[0]

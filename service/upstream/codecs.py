@@ -16,14 +16,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
-from typing import Protocol as TypingProtocol
+from typing import Any, Final, Protocol
 
 import numpy as np
 import orjson
 
 from service.errors import UpstreamBadResponse
-from service.settings import ModelConfig, Protocol, UpstreamConfig
+from service.settings import ModelConfig, UpstreamConfig, WireProtocol
 from service.upstream.scores import (
     ScoreSpec,
     error_note,
@@ -36,7 +35,7 @@ INSTANCES_PLACEHOLDER: Final = "$instances"
 _DUMPS: Final = orjson.OPT_SERIALIZE_NUMPY
 
 
-class Codec(TypingProtocol):
+class Codec(Protocol):
     """What the client needs from a protocol: bytes out, validated scores back."""
 
     def encode(self, x: np.ndarray) -> bytes:
@@ -265,9 +264,9 @@ def make_codec(model: ModelConfig) -> Codec:
     """The codec for a model's upstream protocol; config errors raise ``ValueError`` here."""
     cfg: UpstreamConfig = model.upstream
     spec = ScoreSpec.of(model)
-    if cfg.protocol is Protocol.OIP_V2:
+    if cfg.protocol is WireProtocol.OIP_V2:
         return OipV2Codec(cfg.input_name, cfg.output_name, spec)
-    if cfg.protocol is Protocol.KSERVE_V1:
+    if cfg.protocol is WireProtocol.KSERVE_V1:
         return KServeV1Codec(spec)
     if cfg.request_template is None or cfg.response_path is None:  # settings validate this too
         raise ValueError("generic protocol needs request_template and response_path")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 from collections import Counter
 
 import numpy as np
@@ -22,8 +21,8 @@ from bench.quality.metrics import eo_noise_floor, row_metrics
 from bench.quality.peers import threshold_optimizer
 from bench.quality.results import aggregate, row_key, targets
 from blackbox.data import load_compas, with_race_feature
-from patch_training.jobs.spec import DistillJobSpec
-from patch_training.jobs.submit import check_upload
+from service.calibration.intake import check_upload
+from service.jobs.spec import TrainingJobSpec
 from service.settings import ModelConfig, TrainingSettings
 
 
@@ -58,18 +57,16 @@ def test_small_calibration_keeps_every_target_and_bias_cell() -> None:
 
 
 def _fake_mnist(path, per_class: int = 20) -> None:
-    """Tiny synthetic digits in mnist_5k's CSV layout: 784 pixels then the label."""
+    """Tiny synthetic digits in the vendored mnist_5k.npz layout: uint8 images and labels."""
     rng = np.random.default_rng(0)
-    lines = []
-    for label in range(10):
-        for _ in range(per_class):
-            pixels = (rng.random(784) < 0.2) * rng.integers(1, 256, 784)
-            lines.append(",".join(map(str, [*pixels, label])))
-    path.write_bytes(gzip.compress("\n".join(lines).encode()))
+    n = 10 * per_class
+    images = (rng.random((n, 28, 28)) < 0.2) * rng.integers(1, 256, (n, 28, 28))
+    labels = np.repeat(np.arange(10), per_class)
+    np.savez_compressed(path, images=images.astype(np.uint8), labels=labels.astype(np.uint8))
 
 
 def test_cmnist_test_split_shows_every_digit_in_every_colour(tmp_path) -> None:
-    _fake_mnist(tmp_path / "mnist_5k.csv.gz")
+    _fake_mnist(tmp_path / "mnist_5k.npz")
     task = cmnist_task(seed=0, data_dir=tmp_path)
     n_digits = 10 * 20 // 5  # the fixed 20% test part
     assert len(task.test) == 10 * n_digits and task.test.X.shape[1:] == (3, 28, 28)
@@ -183,12 +180,12 @@ def test_calibration_files_pass_the_gateways_upload_validation(tmp_path) -> None
         input={"shape": list(task.input_shape), "features": task.feature_names},
         upstream={"url": "http://127.0.0.1:1/v2/models/compas/infer", "input_name": "x"},
     )
-    spec = DistillJobSpec(model="compas", target=task.target_name, bias=[task.bias_name])
+    spec = TrainingJobSpec(model="compas", target=task.target_name, bias=[task.bias_name])
     name, data = calibration_file(task, task.small_calib)
     _, meta = check_upload(data, name, model, spec, TrainingSettings())
     assert meta.rows == len(task.small_calib)
 
-    _fake_mnist(tmp_path / "mnist_5k.csv.gz")
+    _fake_mnist(tmp_path / "mnist_5k.npz")
     images = cmnist_task(seed=0, data_dir=tmp_path)
     model = ModelConfig(
         name="cmnist",
@@ -196,7 +193,7 @@ def test_calibration_files_pass_the_gateways_upload_validation(tmp_path) -> None
         input={"shape": list(images.input_shape)},
         upstream={"url": "http://127.0.0.1:1/v2/models/cmnist/infer", "input_name": "x"},
     )
-    spec = DistillJobSpec(model="cmnist", target=images.target_name, bias=[images.bias_name])
+    spec = TrainingJobSpec(model="cmnist", target=images.target_name, bias=[images.bias_name])
     name, data = calibration_file(images, images.calib)
     _, meta = check_upload(data, name, model, spec, TrainingSettings())
     assert name.endswith(".npz") and meta.rows == len(images.calib)

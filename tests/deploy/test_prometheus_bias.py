@@ -30,8 +30,8 @@ from fairlearn.metrics import (
 from blackbox.data import load_compas
 from blackbox.model import MlpWeights
 from blackbox.server import create_app as create_blackbox
+from patch_training.metrics import group_report
 from service.api.app import create_app
-from service.fairness_metrics import group_report
 from service.settings import GatewaySettings
 from tests.deploy.queries import dashboard_queries, rule_queries
 from tests.fixtures_upstream import refused_port

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from patch_training.alpha import AlphaPoint, alpha_curve, choose_alpha
-from service.fairness_metrics import GroupReport
+from patch_training.metrics import GroupReport
 
 
 def point(alpha: float, avg: float, worst: float, eo: float) -> AlphaPoint:

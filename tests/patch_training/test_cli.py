@@ -1,4 +1,4 @@
-"""``eraser train distill`` from a terminal: settings from the environment, like production."""
+"""``eraser train eraser`` from a terminal: settings from the environment, like production."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from blackbox.data import compas_calibration_csv, compas_split, load_compas
 from deploy.local.processes import standin_model_config
-from service.cli import app
+from patch_training.cli import app
 from tests.conftest import REDIS_URL, SIGNING_KEY
 
 DATA = load_compas()
@@ -36,17 +36,17 @@ def env(
     return calib
 
 
-def distill(calib: Path, *extra: str) -> object:
-    args = ["train", "distill", "--model", "compas", "--calibration", str(calib)]
+def train(calib: Path, *extra: str) -> object:
+    args = ["train", "eraser", "--model", "compas", "--calibration", str(calib)]
     args += ["--target", "two_year_recid", "--bias", "race", "--epochs", "30", *extra]
     return CliRunner().invoke(app, args)
 
 
 # Sync tests: the CLI runs its own event loop (asyncio.run), as it does in a terminal.
-def test_distill_registers_a_version_and_prints_the_result(
+def test_train_registers_a_version_and_prints_the_result(
     env: Path, redis_client: object, key_prefix: str
 ) -> None:
-    result = distill(env, "--name", "cli-race")
+    result = train(env, "--name", "cli-race")
     assert result.exit_code == 0, result.output
     answer = json.loads(result.stdout)
     [patch] = answer["patches"]
@@ -59,7 +59,7 @@ def test_a_bad_calibration_file_is_a_usage_error_and_stores_nothing(
     env: Path, redis_client: object, key_prefix: str
 ) -> None:
     env.write_text("age,priors_count\n1,2\n")
-    result = distill(env)
+    result = train(env)
     assert result.exit_code == 2
     assert "missing" in result.output and "--calibration" in result.output
     with redis.Redis.from_url(REDIS_URL) as client:
@@ -69,7 +69,7 @@ def test_a_bad_calibration_file_is_a_usage_error_and_stores_nothing(
 def test_an_unknown_model_names_the_flag(env: Path) -> None:
     result = CliRunner().invoke(
         app,
-        ["train", "distill", "--model", "nope", "--calibration", str(env),
+        ["train", "eraser", "--model", "nope", "--calibration", str(env),
          "--target", "t", "--bias", "b"],
     )  # fmt: skip
     assert result.exit_code == 2 and "--model" in result.output
@@ -78,18 +78,18 @@ def test_an_unknown_model_names_the_flag(env: Path) -> None:
 def test_enqueue_hands_the_job_to_the_queue(
     env: Path, redis_client: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from patch_training.jobs.queue import job_view, sync_redis
+    from service.jobs.queue import job_view, sync_redis
     from service.settings import GatewaySettings
     from tests.workers import remove_queue, with_own_queue
 
     settings = with_own_queue(GatewaySettings())
     monkeypatch.setenv("ERASER_TRAINING__QUEUE", settings.training.queue)
     try:
-        result = distill(env, "--enqueue")
+        result = train(env, "--enqueue")
         assert result.exit_code == 0, result.output
         job_id = json.loads(result.stdout)["job_id"]
         with sync_redis(settings) as connection:
             view = job_view(connection, job_id)
-        assert view.state == "queued" and view.kind == "eraser"
+        assert view.state == "queued" and view.method == "eraser"
     finally:
         remove_queue(settings)

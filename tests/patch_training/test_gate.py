@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from patch_training.gate import GateConfig, judge
-from service.fairness_metrics import GroupReport
+from patch_training.metrics import GroupReport
 
 
 def report(avg: float, eo: float) -> GroupReport:

@@ -40,7 +40,7 @@ def _inputs(arch: str, n: int, seed: int = 0) -> np.ndarray:
 def _net(arch: str, seed: int = 0) -> torch.nn.Module:
     """A net with non-trivial BatchNorm statistics: a few train-mode passes update them."""
     seed_everything(seed)
-    net = build_patch_net(SHAPES[arch], 3, _inputs(arch, 64), arch=arch)  # type: ignore[arg-type]
+    net = build_patch_net(SHAPES[arch], 3, _inputs(arch, 64), arch=arch, hidden=(64, 64))  # type: ignore[arg-type]
     net.train()
     with torch.no_grad():
         for i in range(3):

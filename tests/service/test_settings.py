@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from service.settings import GatewaySettings, OutputKind, Protocol
+from service.settings import GatewaySettings, OutputKind, WireProtocol
 
 YAML = """
 models:
@@ -28,7 +28,7 @@ def test_yaml_and_environment_are_merged(tmp_path: Path, monkeypatch: pytest.Mon
     settings = GatewaySettings()
     model = settings.model("credit")
     assert model is not None and model.upstream.output_kind is OutputKind.PROBABILITIES
-    assert model.upstream.protocol is Protocol.OIP_V2
+    assert model.upstream.protocol is WireProtocol.OIP_V2
     assert settings.redis.key_prefix == "from-env"
     assert settings.runtime.poll_interval_s == 0.5
     assert settings.predict_api_key.get_secret_value() == "p-key"

@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator
 import pytest
 
 from blackbox.data import BIAS, TARGET, compas_calibration_csv, compas_split, load_compas
-from patch_training.calibration import CalibrationSet, describe, load_calibration
 from patch_training.jobs.context import JobContext, open_context
 from patch_training.jobs.progress import JobProgress
-from patch_training.jobs.spec import DistillJobSpec
+from service.calibration.dataset import CalibrationSet
+from service.calibration.loader import load_calibration
+from service.calibration.meta import describe
+from service.jobs.spec import TrainingJobSpec
 from service.settings import GatewaySettings
 from tests.service.api.conftest import make_settings
 
@@ -43,7 +45,7 @@ async def calibration(ctx: JobContext, calibration_csv: bytes) -> CalibrationSet
     return calib
 
 
-def spec(**overrides: object) -> DistillJobSpec:
+def spec(**overrides: object) -> TrainingJobSpec:
     """A quick job: few epochs keep each test to about a second of training."""
     fields: dict = {"model": "compas", "target": TARGET, "bias": [BIAS], "epochs": 40}
-    return DistillJobSpec.model_validate(fields | overrides)
+    return TrainingJobSpec.model_validate(fields | overrides)

@@ -1,4 +1,5 @@
-"""The distill job in process, against the stand-in black box over HTTP and a real Redis."""
+"""A training job (the Eraser method) in process, against the stand-in black box over HTTP and a
+real Redis."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import numpy as np
 import orjson
 import pytest
 
-from patch_training.calibration import CalibrationSet, load_calibration
 from patch_training.jobs.context import JobContext, open_context
-from patch_training.jobs.distill import run_distill
+from patch_training.jobs.pipeline import run_training
 from patch_training.jobs.progress import JobProgress
+from service.calibration.dataset import CalibrationSet
+from service.calibration.loader import load_calibration
 from service.errors import PatchRejected
-from service.registry import StackEntry
+from service.registry.models import StackEntry
 from service.settings import GatewaySettings
 from tests.fixtures_upstream import V2_PATH, fake_upstream, make_model
 from tests.patch_training.jobs.conftest import spec
@@ -26,7 +28,7 @@ NEVER_PASS = {"min_bias_reduction_pp": 100.0}
 async def test_job_registers_a_signed_version_with_its_report(
     ctx: JobContext, calibration: CalibrationSet
 ) -> None:
-    result = await run_distill(spec(name="race"), calibration, ctx)
+    result = await run_training(spec(name="race"), calibration, ctx)
     [outcome] = result.patches
     manifest = await ctx.registry.get_manifest("race", outcome.version)
     assert manifest.kind == "eraser"
@@ -40,35 +42,35 @@ async def test_job_registers_a_signed_version_with_its_report(
     body = orjson.loads(report.json_bytes)
     assert body["alpha"]["chosen"] == outcome.alpha
     assert {p["alpha"] for p in body["alpha"]["curve"]} >= {0.0, 1.0}
-    assert body["raw"]["eo_bias"] == pytest.approx(outcome.holdout["raw"]["eo_bias"])
+    assert body["raw"]["eo_bias"] == pytest.approx(outcome.out_of_fold["raw"]["eo_bias"])
     assert report.png is not None and report.png.startswith(b"\x89PNG")
     # Cross-fitting (4 folds by default): every row judged by the fold net that did not see it.
-    assert result.rows == result.holdout_rows == len(calibration)
+    assert result.rows == result.judged_rows == len(calibration)
     assert manifest.training_config["net"]["folds"] == len(manifest.training_config["fit"]) == 4
 
 
 async def test_rerun_reuses_the_cached_black_box_answers(
     ctx: JobContext, calibration: CalibrationSet
 ) -> None:
-    first = await run_distill(spec(name="race"), calibration, ctx)
-    second = await run_distill(spec(name="race"), calibration, ctx)
+    first = await run_training(spec(name="race"), calibration, ctx)
+    second = await run_training(spec(name="race"), calibration, ctx)
     assert (first.cached_outputs, second.cached_outputs) == (False, True)
     assert [p.version for p in second.patches] == [2]
 
 
 async def test_same_seed_gives_the_same_patch(ctx: JobContext, calibration: CalibrationSet) -> None:
-    a = await run_distill(spec(name="a"), calibration, ctx)
-    b = await run_distill(spec(name="b"), calibration, ctx)
+    a = await run_training(spec(name="a"), calibration, ctx)
+    b = await run_training(spec(name="b"), calibration, ctx)
     blob_a = await ctx.registry.get_blob(await ctx.registry.get_manifest("a", 1))
     blob_b = await ctx.registry.get_blob(await ctx.registry.get_manifest("b", 1))
     assert blob_a == blob_b
-    assert a.patches[0].holdout == b.patches[0].holdout
+    assert a.patches[0].out_of_fold == b.patches[0].out_of_fold
 
 
 async def test_rejected_version_stays_registered_and_is_never_activated(
     ctx: JobContext, calibration: CalibrationSet
 ) -> None:
-    result = await run_distill(spec(name="race", activate=True, gate=NEVER_PASS), calibration, ctx)
+    result = await run_training(spec(name="race", activate=True, gate=NEVER_PASS), calibration, ctx)
     [outcome] = result.patches
     assert outcome.status == "rejected" and not outcome.activated
     assert "bias not reduced" in outcome.reason
@@ -84,8 +86,8 @@ async def test_activation_replaces_the_patch_s_earlier_version_on_the_stack(
 ) -> None:
     await ctx.registry.set_stack("compas", [], 0, "operator edit before the job")
     job = spec(name="race", activate=True, gate=ALWAYS_PASS)
-    first = await run_distill(job, calibration, ctx)
-    second = await run_distill(job, calibration, ctx)
+    first = await run_training(job, calibration, ctx)
+    second = await run_training(job, calibration, ctx)
     stack = await ctx.registry.get_stack("compas")
     assert first.stack_revision == 2 and second.stack_revision == stack.revision == 3
     assert [(e.patch, e.version) for e in stack.entries] == [("race", 2)]
@@ -96,8 +98,8 @@ async def test_a_retried_job_does_not_register_a_second_version(
     ctx: JobContext, calibration: CalibrationSet
 ) -> None:
     retry_ctx = dataclasses.replace(ctx, job_id="job-42")
-    first = await run_distill(spec(name="race"), calibration, retry_ctx)
-    again = await run_distill(spec(name="race"), calibration, retry_ctx)
+    first = await run_training(spec(name="race"), calibration, retry_ctx)
+    again = await run_training(spec(name="race"), calibration, retry_ctx)
     assert first.patches[0].version == again.patches[0].version == 1
     assert len(await ctx.registry.list_versions("race")) == 1
 
@@ -106,7 +108,7 @@ async def test_one_patch_per_bias_column(ctx: JobContext, calibration: Calibrati
     twice = dataclasses.replace(
         calibration, bias={"race": calibration.bias["race"], "race2": calibration.bias["race"]}
     )
-    result = await run_distill(spec(bias=["race", "race2"]), twice, ctx)
+    result = await run_training(spec(bias=["race", "race2"]), twice, ctx)
     assert [p.name for p in result.patches] == ["compas-race", "compas-race2"]
 
 
@@ -126,7 +128,7 @@ async def test_image_calibration_set_trains_a_cnn_patch(
         image_settings = settings.model_copy(update={"models": [model]})
         async with open_context(image_settings, JobProgress(show_bars=False)) as ctx:
             calib = load_calibration(npz.getvalue(), model, "digit", ["colour"], 1000)
-            result = await run_distill(
+            result = await run_training(
                 spec(model="m", target="digit", bias=["colour"], epochs=3), calib, ctx
             )
             manifest = await ctx.registry.get_manifest("m-colour", result.patches[0].version)

@@ -13,9 +13,9 @@ import redis
 import redis.asyncio as aioredis
 
 from deploy.local.processes import descendants, kill_tree
-from patch_training.calibration import CalibrationSet
 from patch_training.jobs.context import JobContext
-from patch_training.jobs.queue import enqueue_distill, job_view, sync_redis, training_queue
+from service.calibration.dataset import CalibrationSet
+from service.jobs.queue import enqueue_job, job_view, sync_redis, training_queue
 from service.settings import GatewaySettings
 from tests.patch_training.jobs.conftest import spec
 from tests.workers import remove_queue, running_worker, with_own_queue
@@ -51,7 +51,7 @@ async def test_worker_killed_while_training_registers_nothing(
     )
     connection = sync_redis(settings)
     queue = training_queue(connection, settings.training)
-    job_id = enqueue_distill(queue, endless, settings.training)
+    job_id = enqueue_job(queue, endless, settings.training)
     with running_worker(settings, tmp_path) as worker:
         _wait_for_stage(connection, job_id, "train", timeout_s=60)
         horses = descendants(worker.pid)
@@ -74,7 +74,7 @@ async def test_a_killed_work_horse_is_retried_and_registers_exactly_one_version(
     settings = queued_settings.model_copy(update={"training": training})
     job = spec(name="race", epochs=400, patience=400, calibration_set_id=calibration.sha256)
     connection = sync_redis(settings)
-    job_id = enqueue_distill(training_queue(connection, training), job, training)
+    job_id = enqueue_job(training_queue(connection, training), job, training)
     with running_worker(settings, tmp_path) as worker:
         _wait_for_stage(connection, job_id, "train", timeout_s=60)
         # The work-horse is the child that leads its own process group (RQ calls setpgrp in

@@ -15,6 +15,7 @@ from patch_training.nets import (  # noqa: E402
     seed_everything,
 )
 
+HIDDEN = (64, 64)
 
 def _x(shape: tuple[int, ...], n: int = 4) -> np.ndarray:
     return np.random.default_rng(0).normal(size=(n, *shape)).astype(np.float32)
@@ -28,7 +29,7 @@ def test_dispatch_returns_net_emitting_log_softmax_rows(
     shape: tuple[int, ...], arch: str, cls: type
 ) -> None:
     seed_everything(0)
-    net = build_patch_net(shape, 3, _x(shape), arch=arch).eval()
+    net = build_patch_net(shape, 3, _x(shape), arch=arch, hidden=HIDDEN).eval()
     assert isinstance(net, cls)
     with torch.no_grad():
         out = net(torch.from_numpy(_x(shape, n=2)))
@@ -37,7 +38,7 @@ def test_dispatch_returns_net_emitting_log_softmax_rows(
 
 
 def test_small_cnn_stays_under_100k_parameters() -> None:
-    net = build_patch_net((3, 32, 32), 10, _x((3, 32, 32)))
+    net = build_patch_net((3, 32, 32), 10, _x((3, 32, 32)), arch="auto", hidden=HIDDEN)
     assert sum(p.numel() for p in net.parameters()) < 100_000
 
 
@@ -56,14 +57,14 @@ def test_shape_that_does_not_fit_the_arch_is_rejected(
     shape: tuple[int, ...], arch: str, match: str
 ) -> None:
     with pytest.raises(ValueError, match=match):
-        build_patch_net(shape, 3, _x(shape), arch=arch)  # type: ignore[arg-type]
+        build_patch_net(shape, 3, _x(shape), arch=arch, hidden=HIDDEN)  # type: ignore[arg-type]
 
 
 def test_x_fit_with_other_row_shape_is_rejected() -> None:
     with pytest.raises(ValueError, match="x_fit rows"):
-        build_patch_net((5,), 3, _x((6,)))
+        build_patch_net((5,), 3, _x((6,)), arch="auto", hidden=HIDDEN)
 
 
 def test_single_class_is_rejected() -> None:
     with pytest.raises(ValueError, match="num_classes"):
-        build_patch_net((5,), 1, _x((5,)))
+        build_patch_net((5,), 1, _x((5,)), arch="auto", hidden=HIDDEN)

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from service.jobs.spec import TrainingJobSpec
+
 torch = pytest.importorskip("torch")
 
 from patch_training.nets import (  # noqa: E402
@@ -22,7 +24,15 @@ from patch_training.nets import (  # noqa: E402
 
 N_FIT = 400
 Fitted = tuple["torch.nn.Module", FitResult, float, list[tuple[int, int]]]
-CFG = FitConfig(epochs=200, patience=5, device="cpu")
+
+
+def fit_config(**fields: object) -> FitConfig:
+    """The job spec's defaults, with ``fields`` overridden (the spec is their one source)."""
+    spec = TrainingJobSpec(model="m", target="t", bias=["b"], device="cpu", **fields)
+    return FitConfig.from_spec(spec)
+
+
+CFG = fit_config(epochs=200, patience=5)
 
 
 @dataclass(frozen=True)
@@ -59,7 +69,7 @@ def _kl(t: np.ndarray, log_g: np.ndarray) -> float:
 
 def _fresh_net(problem: Problem, seed: int = 0) -> torch.nn.Module:
     seed_everything(seed)
-    return build_patch_net((6,), 3, problem.x[:N_FIT], hidden=(32,))
+    return build_patch_net((6,), 3, problem.x[:N_FIT], arch="mlp", hidden=(32,))
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +114,7 @@ def test_progress_is_called_once_per_epoch(fitted: Fitted) -> None:
 
 
 def test_same_seed_gives_bit_identical_runs(problem: Problem) -> None:
-    cfg = FitConfig(epochs=3, device="cpu", seed=7)
+    cfg = fit_config(epochs=3, seed=7)
     nets, results = [], []
     for _ in range(2):
         nets.append(_fresh_net(problem))
@@ -115,7 +125,7 @@ def test_same_seed_gives_bit_identical_runs(problem: Problem) -> None:
 
 
 def test_other_shuffle_seed_changes_the_run(problem: Problem) -> None:
-    cfgs = [FitConfig(epochs=2, seed=s, device="cpu") for s in (1, 2)]
+    cfgs = [fit_config(epochs=2, seed=s) for s in (1, 2)]
     runs = [fit_to_targets(_fresh_net(problem), *problem.split(), cfg) for cfg in cfgs]
     assert runs[0].history != runs[1].history
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 
+from bench.onnx_patches import mlp_to_onnx
 from blackbox.data import FEATURE_NAMES
 from blackbox.model import CLASSES
 from deploy.local.processes import standin_model_config
-from patch_training.export.mlp_onnx import mlp_to_onnx
 from service.api.app import create_app
 from service.metrics import GatewayMetrics
 from service.settings import GatewaySettings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 from fastapi import FastAPI
 
-from patch_training.export.mlp_onnx import mlp_to_onnx
+from bench.onnx_patches import mlp_to_onnx
 from tests.service.api.conftest import (
     ADMIN,
     MODEL,

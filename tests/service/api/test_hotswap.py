@@ -111,7 +111,7 @@ async def test_a_failed_hot_load_keeps_the_old_stack_and_is_counted(
     await activate(client, [{"patch": "race", "version": 1}], 0)
     r = await register_patch(client, "race", random_patch(2))
     sha = r.json()["sha256"]
-    registry = app.state.registry
+    registry = app.state.gateway.registry
     await redis_client.set(registry.keys.blob(sha), b"tampered bytes")
 
     r = await activate(client, [{"patch": "race", "version": 2}], expected_revision=1)
@@ -129,7 +129,7 @@ async def test_a_failed_hot_load_keeps_the_old_stack_and_is_counted(
 
 
 async def served_revision(app: FastAPI, expected: int, timeout_s: float = 5.0) -> bool:
-    watcher = app.state.dataplane.watcher
+    watcher = app.state.gateway.watcher
     deadline = asyncio.get_running_loop().time() + timeout_s
     while asyncio.get_running_loop().time() < deadline:
         if watcher.served_revision(MODEL) == expected:

@@ -28,8 +28,8 @@ from blackbox.data import (
 )
 from blackbox.model import CLASSES
 from deploy.local.processes import standin_model_config
+from patch_training.metrics import group_report
 from service.api.app import create_app
-from service.fairness_metrics import group_report
 from service.metrics import GatewayMetrics
 from service.settings import GatewaySettings, ModelConfig
 from tests.service.api.conftest import ADMIN, MODEL, PREDICT, make_settings

@@ -78,7 +78,7 @@ async def test_an_answer_without_monitor_counts_and_stores_nothing(
         if s.name.endswith("_total")
     ]
     assert samples and not any(samples)
-    assert not await redis_client.exists(app.state.bias_monitor.store.stream)
+    assert not await redis_client.exists(app.state.gateway.monitor.store.stream)
 
 
 async def test_monitoring_attributes_never_reach_the_upstream(
@@ -198,7 +198,7 @@ async def test_feedback_needs_the_feedback_or_admin_key(client: httpx.AsyncClien
 async def test_a_failing_store_leaves_the_prediction_whole_without_a_request_id(
     app: FastAPI, client: httpx.AsyncClient, metrics: GatewayMetrics
 ) -> None:
-    store = app.state.bias_monitor.store
+    store = app.state.gateway.monitor.store
     store.redis = aioredis.Redis(port=refused_port(), socket_connect_timeout=0.2)
     try:
         body = await monitored_predict(client)

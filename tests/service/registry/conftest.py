@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from service.registry import PatchSpec, Registry
+from service.registry.models import PatchSpec
+from service.registry.store import Registry
 from tests.conftest import SIGNING_KEY
 
 

@@ -7,7 +7,8 @@ from contextlib import aclosing
 
 import redis.asyncio as aioredis
 
-from service.registry import Registry, StackEvent
+from service.registry.models import StackEvent
+from service.registry.store import Registry
 from tests.service.registry.conftest import make_spec
 
 

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from service.errors import BadRequest, Conflict, PatchNotFound, StackConflict
-from service.registry import Registry, StackEntry
+from service.registry.models import StackEntry
+from service.registry.store import Registry
 from tests.service.registry.conftest import make_spec
 
 MODEL = "credit"

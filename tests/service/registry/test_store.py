@@ -8,8 +8,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from service.errors import BadRequest, IntegrityError, PatchNotFound
-from service.registry import Registry
+from service.registry.models import VersionStatus
 from service.registry.signing import sha256_hex
+from service.registry.store import Registry
 from tests.conftest import SIGNING_KEY
 from tests.service.registry.conftest import make_spec
 
@@ -63,17 +64,20 @@ async def test_unknown_patch_or_version_is_not_found(registry: Registry) -> None
         await registry.get_manifest("race", 2)
 
 
-async def test_status_defaults_to_registered_and_can_be_changed(registry: Registry) -> None:
+async def test_status_defaults_to_registered_or_is_the_one_registered_with(
+    registry: Registry,
+) -> None:
     await registry.register_version("race", make_spec(), BLOB)
     assert await registry.get_status("race", 1) == {"status": "registered", "reason": ""}
-    await registry.set_status("race", 1, "rejected", reason="bias not reduced")
-    assert await registry.get_status("race", 1) == {
+    verdict = VersionStatus(status="rejected", reason="bias not reduced")
+    await registry.register_version("race", make_spec(), BLOB, status=verdict)
+    assert await registry.get_status("race", 2) == {
         "status": "rejected",
         "reason": "bias not reduced",
     }
-    await registry.get_manifest("race", 1)  # status lives outside the signed manifest
+    await registry.get_manifest("race", 2)  # status lives outside the signed manifest
     with pytest.raises(PatchNotFound):
-        await registry.set_status("race", 9, "rejected")
+        await registry.get_status("race", 9)
 
 
 async def test_tampered_blob_is_refused(registry: Registry, redis_client: aioredis.Redis) -> None:

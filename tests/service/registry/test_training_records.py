@@ -6,7 +6,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from service.errors import PatchNotFound, PatchRejected, RegistryError
-from service.registry import REJECTED, VALIDATED, PatchReport, Registry, StackEntry, VersionStatus
+from service.registry.models import (
+    REJECTED,
+    VALIDATED,
+    PatchReport,
+    StackEntry,
+    VersionStatus,
+)
+from service.registry.store import Registry
 from tests.service.registry.conftest import make_spec
 
 BLOB = b"\x08\x01onnx-bytes"
@@ -64,11 +71,14 @@ async def test_rejected_versions_never_become_active(registry: Registry) -> None
     assert (await registry.get_stack("credit")).revision == 0
 
 
-async def test_a_version_rejected_later_blocks_rollback_to_it(registry: Registry) -> None:
+async def test_a_version_rejected_later_blocks_rollback_to_it(
+    registry: Registry, redis_client: aioredis.Redis
+) -> None:
     good = await registry.register_version("race", make_spec(), BLOB)
     entry = StackEntry(patch="race", version=good.version)
     await registry.set_stack("credit", [entry], 0)
     await registry.set_stack("credit", [], 1)
-    await registry.set_status("race", good.version, REJECTED, "found biased in production")
+    status = VersionStatus(status=REJECTED, reason="found biased in production")
+    await redis_client.hset(registry.keys.status("race", good.version), mapping=status.as_mapping())
     with pytest.raises(PatchRejected):
         await registry.rollback("credit")

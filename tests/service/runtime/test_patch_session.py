@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from patch_training.export.mlp_onnx import mlp_to_onnx
+from bench.onnx_patches import mlp_to_onnx
 from service.errors import PatchFailed, PatchLoadError
 from service.runtime.patch_session import PatchSession, choose_providers
 

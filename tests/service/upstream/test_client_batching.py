@@ -9,7 +9,7 @@ import pytest
 
 from service.eraser_math import log_softmax
 from service.errors import UpstreamStatus
-from service.upstream import UpstreamClient
+from service.upstream.client import UpstreamClient
 from tests.fixtures_upstream import FakeUpstream, make_model, reference_logits
 
 RNG = np.random.default_rng(0)

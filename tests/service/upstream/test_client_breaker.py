@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from service.errors import CircuitOpen, UpstreamBadResponse, UpstreamStatus, UpstreamTimeout
-from service.upstream import UpstreamClient
+from service.upstream.client import UpstreamClient
 from tests.fixtures_upstream import FakeUpstream, make_model
 
 X = np.ones((2, 3), dtype=np.float32)

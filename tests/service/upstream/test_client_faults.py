@@ -15,7 +15,7 @@ from service.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from service.upstream import UpstreamClient
+from service.upstream.client import UpstreamClient
 from tests.fixtures_upstream import FakeUpstream, make_model, refused_port
 
 X = np.ones((2, 3), dtype=np.float32)

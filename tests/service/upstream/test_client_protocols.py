@@ -9,16 +9,16 @@ import pytest
 
 from service.eraser_math import log_sigmoid_pair, log_softmax
 from service.errors import InvalidInstances
-from service.settings import OutputKind, Protocol
-from service.upstream import UpstreamClient
+from service.settings import OutputKind, WireProtocol
+from service.upstream.client import UpstreamClient
 from tests.fixtures_upstream import FakeUpstream, make_model, reference_logits
 
 X = np.array([[0.1, 0.2, 0.3], [1.0, -2.0, 0.5], [3.0, 3.0, 3.0]], dtype=np.float32)
 
 
-@pytest.mark.parametrize("protocol", list(Protocol))
+@pytest.mark.parametrize("protocol", list(WireProtocol))
 async def test_round_trip_returns_log_softmax_of_the_upstream_logits(
-    upstream: FakeUpstream, protocol: Protocol
+    upstream: FakeUpstream, protocol: WireProtocol
 ) -> None:
     upstream.behave("ok", classes=3)
     model = make_model(upstream.url(protocol), protocol=protocol, classes=3)
@@ -47,9 +47,9 @@ async def test_oip_v2_request_carries_the_input_name_and_batch_shape(
     assert (tensor["name"], tensor["shape"], tensor["datatype"]) == ("features", [3, 3], "FP32")
 
 
-@pytest.mark.parametrize("protocol", list(Protocol))
+@pytest.mark.parametrize("protocol", list(WireProtocol))
 async def test_sigmoid_single_column_becomes_the_two_class_pair(
-    upstream: FakeUpstream, protocol: Protocol
+    upstream: FakeUpstream, protocol: WireProtocol
 ) -> None:
     upstream.behave("ok", classes=2, flat=True)  # [N] logits
     model = make_model(upstream.url(protocol), protocol=protocol, kind=OutputKind.SIGMOID_LOGITS)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from service.errors import UpstreamStatus, UpstreamTimeout, UpstreamUnavailable
-from service.upstream import UpstreamClient, is_retryable
+from service.upstream.client import UpstreamClient, is_retryable
 from tests.fixtures_upstream import FakeUpstream, make_model
 
 X = np.ones((2, 3), dtype=np.float32)

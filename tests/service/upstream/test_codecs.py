@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from service.errors import UpstreamBadResponse
-from service.settings import OutputKind, Protocol
+from service.settings import OutputKind, WireProtocol
 from service.upstream.codecs import (
     GenericCodec,
     KServeV1Codec,
@@ -293,12 +293,12 @@ def test_malformed_response_path_is_a_config_error(path: str) -> None:
 @pytest.mark.parametrize(
     ("protocol", "codec_type"),
     [
-        (Protocol.OIP_V2, OipV2Codec),
-        (Protocol.KSERVE_V1, KServeV1Codec),
-        (Protocol.GENERIC, GenericCodec),
+        (WireProtocol.OIP_V2, OipV2Codec),
+        (WireProtocol.KSERVE_V1, KServeV1Codec),
+        (WireProtocol.GENERIC, GenericCodec),
     ],
 )
-def test_make_codec_follows_the_protocol(protocol: Protocol, codec_type: type) -> None:
+def test_make_codec_follows_the_protocol(protocol: WireProtocol, codec_type: type) -> None:
     model = make_model("http://h/x", protocol=protocol, classes=3)
     codec = make_codec(model)
     assert isinstance(codec, codec_type)

@@ -1,0 +1,126 @@
+"""The request edge, outermost in the app: body limits while reading, and a last-resort 500.
+
+Body limits: a body whose ``Content-Length`` exceeds its route's limit is answered 413 at once,
+before a byte of it is read, and the connection is closed; a body without a length (chunked)
+is counted as it streams in and refused the moment it passes the limit. Either way memory
+stays flat, whatever a client sends. Limits per route are in ``body_limit``.
+
+Last resort: a bug that escapes every exception handler is logged once (with its traceback,
+throttled) and answered with the documented error body. Starlette's own handler for that case
+re-raises, which logs a second traceback and resets the client's keep-alive connection.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api.errors import error_body
+from service.api.throttled_log import ThrottledLog
+from service.errors import PayloadTooLarge
+from service.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+bugs = ThrottledLog(log)
+
+MB = 2**20
+
+
+def body_limit(settings: GatewaySettings, method: str, path: str) -> int:
+    """Bytes a request body may have: uploads get their file limit plus room for the form's
+    other parts, the prediction routes ``limits.predict_body_mb``, everything else (small JSON
+    documents, or no body at all) ``limits.json_body_mb``."""
+    limits = settings.limits
+    if method == "POST":
+        if path == "/predict" or (path.startswith("/v2/models/") and path.endswith("/infer")):
+            return int(limits.predict_body_mb * MB)
+        if path == "/patches":
+            return int((settings.training.max_calibration_mb + limits.upload_overhead_mb) * MB)
+        if path.startswith("/patches/") and path.endswith("/versions"):
+            return int((settings.max_artifact_mb + limits.upload_overhead_mb) * MB)
+    return int(limits.json_body_mb * MB)
+
+
+class RequestEdge:
+    """Pure ASGI (no per-request task or buffering, unlike ``BaseHTTPMiddleware``)."""
+
+    def __init__(self, app: ASGIApp, settings: GatewaySettings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = body_limit(self.settings, scope["method"], scope["path"])
+        length = _content_length(scope)
+        if length is not None and length > limit:
+            body = error_body("payload_too_large", _too_large(limit, length), limit_bytes=limit)
+            await _send_json(send, 413, body, close=True)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, _capped(receive, limit), tracked)
+        except Exception:
+            bugs.error(
+                (scope["method"], scope["path"]),
+                "unhandled error on %s %s",
+                scope["method"],
+                scope["path"],
+                exc_info=True,
+            )
+            if not started:
+                body = error_body("internal_error", "internal error; see gateway logs")
+                await _send_json(send, 500, body, close=False)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the HTTP server refuses a malformed length before we see it
+    return None
+
+
+def _capped(receive: Receive, limit: int) -> Receive:
+    """``receive`` that raises PayloadTooLarge (a 413 from the error handlers) once the body
+    read so far exceeds ``limit``; the rest is never read."""
+    seen = 0
+
+    async def capped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise PayloadTooLarge(_too_large(limit), limit_bytes=limit)
+        return message
+
+    return capped
+
+
+def _too_large(limit: int, length: int | None = None) -> str:
+    size = f"a body of {length} bytes" if length is not None else "the body"
+    return f"{size} exceeds this route's limit of {limit} bytes"
+
+
+async def _send_json(send: Send, status: int, body: dict[str, object], close: bool) -> None:
+    payload = orjson.dumps(body)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})

@@ -1,0 +1,43 @@
+"""What is summarised about a set, and row subsets that keep its provenance."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from service.calibration.loader import load_calibration
+from service.calibration.meta import CalibrationMeta, describe
+from tests.service.calibration.builders import (
+    BIAS,
+    TARGET,
+    compas_columns,
+    csv_bytes,
+    feature_matrix,
+    tabular_model,
+)
+
+
+def test_describe_counts_every_class_and_group() -> None:
+    columns = compas_columns()
+    columns[TARGET] = [1, 1, 1, 1, 1, 0]
+    data = csv_bytes(columns)
+    model = tabular_model()
+    cal = load_calibration(data, model, TARGET, [BIAS], 100)
+    meta = describe(cal, model, TARGET, "compas.csv", len(data))
+    assert meta.class_counts == {"no_recid": 1, "recid": 5}
+    assert meta.group_counts == {BIAS: {"African-American": 3, "Caucasian": 3}}
+    assert (meta.rows, meta.size_bytes, meta.format) == (6, len(data), "csv")
+    assert (meta.model, meta.target, meta.bias) == ("compas", TARGET, [BIAS])
+    assert meta.sha256 == cal.sha256
+    assert CalibrationMeta.model_validate_json(meta.model_dump_json()) == meta
+
+
+def test_subset_keeps_rows_aligned_and_the_provenance() -> None:
+    columns = compas_columns()
+    cal = load_calibration(csv_bytes(columns), tabular_model(), TARGET, [BIAS], 100)
+    idx = np.array([4, 1])
+    part = cal.subset(idx)
+    assert len(part) == 2
+    np.testing.assert_array_equal(part.x, feature_matrix(columns)[idx])
+    np.testing.assert_array_equal(part.y, np.array(columns[TARGET])[idx])
+    assert part.bias[BIAS].tolist() == ["African-American", "Caucasian"]
+    assert (part.sha256, part.format) == (cal.sha256, cal.format)
