@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 PYTHON ?= python3
 
-.PHONY: test demo bench-perf bench-quality lint redis prometheus compose-cli clean
+.PHONY: test test-fast demo bench-perf bench-quality lint redis prometheus compose-cli clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ lint: $(STAMP)
 
 test: lint redis prometheus compose-cli
 	$(PY) -m pytest -q -rs
+
+# The developer loop: everything but the end-to-end tests marked `slow` (CI runs them all).
+test-fast: lint redis
+	$(PY) -m pytest -q -rs -m "not slow"
 
 demo: redis
 	$(PY) -m deploy.local.demo

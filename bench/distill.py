@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import yaml
@@ -46,7 +47,12 @@ def measure_distill(runs: int = 3) -> dict[str, Any]:
     walls = [t["wall_s"] for t in timings]
     return {
         "distill_compas_s": round(statistics.median(walls), 2),
-        "distill_compas": {"rows": len(calib), "runs": timings, "target_s": TARGET_S},
+        "distill_compas": {
+            "rows": len(calib),
+            "runs": timings,
+            "target_s": TARGET_S,
+            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
     }
 
 

@@ -24,6 +24,7 @@ Python fallback), ``bench.measure`` (interleaved rounds), ``bench.servers`` (the
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -63,6 +64,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--only", choices=("all", "gateway", "distill"), default="all",
                         help="run a subset; results merge into the same JSON")  # fmt: skip
+    parser.add_argument("--markdown-only", action="store_true",
+                        help="measure nothing: rewrite the Performance section of --markdown "
+                        "(default BENCHMARKS.md) from the JSON at --out")  # fmt: skip
     parser.add_argument("--batch", type=int, default=1,
                         help="rows per concurrency request (the scenario is about overlap, "
                         "not payload size)")  # fmt: skip
@@ -72,6 +76,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.markdown_only:
+        res = json.loads((args.out or RESULTS).read_text())
+        write_markdown(args.markdown or MARKDOWN, res)
+        return
     load_start = os.getloadavg()[0]
     seconds = args.seconds or (3.0 if args.quick else 12.0)
     rounds = args.rounds or (1 if args.quick else 3)

@@ -31,15 +31,33 @@ def instances_to_tensor(instances: list[Any], spec: InputSpec, max_batch: int) -
 
 
 def as_float32(values: Any, problem: str) -> np.ndarray:
-    """JSON numbers as a float32 array, for both prediction routes. Anything numpy cannot
-    convert — strings, ragged lists, an integer too large for any float (``1`` followed by 400
-    zeros) — is a 422 that says so; values beyond float32's range become infinite and
-    ``check_finite`` refuses them."""
+    """JSON numbers as a float32 array, for both prediction routes.
+
+    Only numbers are numbers: numpy would read ``"1"`` and ``true`` as 1.0, so strings,
+    booleans and nulls are refused first. Anything numpy still cannot convert — ragged lists,
+    an integer too large for any float (``1`` followed by 400 zeros) — is a 422 that says so;
+    values beyond float32's range become infinite and ``check_finite`` refuses them."""
+    if not _all_numbers(values):
+        raise InvalidInstances(f"{problem}: values must be JSON numbers, not strings, booleans "
+                               "or null")  # fmt: skip
     try:
         with np.errstate(over="ignore"):
             return np.asarray(values, dtype=np.float32)
     except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidInstances(f"{problem}: {exc}") from None
+
+
+_NUMBERS = frozenset({int, float})  # exact types: bool is a subclass of int
+
+
+def _all_numbers(node: Any) -> bool:
+    """Every leaf an int or a float. Innermost lists are checked with one ``set(map(type))``,
+    so a large image batch costs a C-speed pass per row, not a Python call per value."""
+    if type(node) is not list:
+        return type(node) in _NUMBERS
+    if node and type(node[0]) is list:
+        return all(_all_numbers(child) for child in node)
+    return set(map(type, node)) <= _NUMBERS
 
 
 def check_batch_size(n: int, max_batch: int) -> None:

@@ -89,13 +89,25 @@ class UpstreamConfig(BaseModel):
     headers: dict[str, str] = Field(
         default_factory=dict, description="extra HTTP headers on every upstream call"
     )
-    connect_timeout_s: float = Field(default=1.0, gt=0, description="to open a connection")
-    read_timeout_s: float = Field(default=5.0, gt=0, description="to read the answer")
-    max_connections: int = Field(default=256, ge=1, description="pooled connections per model")
+    connect_timeout_s: float = Field(
+        default=1.0, gt=0, description="seconds allowed to open a connection to the upstream"
+    )
+    read_timeout_s: float = Field(
+        default=5.0, gt=0, description="seconds allowed to read the upstream's answer"
+    )
+    max_connections: int = Field(default=256, ge=1, description="pooled HTTP connections per model")
     retries: int = Field(default=2, ge=0, description="extra attempts after a retryable failure")
-    retry_backoff_s: float = Field(default=0.05, description="max of the first jittered backoff")
-    breaker_threshold: int = Field(default=5, ge=1, description="consecutive failures to open")
-    breaker_reset_s: float = Field(default=10.0, description="open time before a trial call")
+    retry_backoff_s: float = Field(
+        default=0.05,
+        description="seconds: upper bound of the first jittered retry wait (the bound doubles "
+        "with each further retry)",
+    )
+    breaker_threshold: int = Field(
+        default=5, ge=1, description="consecutive failures that open the circuit breaker"
+    )
+    breaker_reset_s: float = Field(
+        default=10.0, description="seconds an open breaker refuses calls before a trial call"
+    )
 
     @model_validator(mode="after")
     def _generic_needs_shape(self) -> UpstreamConfig:
@@ -169,16 +181,24 @@ class RedisSettings(BaseModel):
     url: str = Field(default="redis://127.0.0.1:6379/0", description="redis:// or rediss:// URL")
     key_prefix: str = Field(default="eraser", description="every registry key starts with this")
     socket_timeout_s: float = Field(
-        default=5.0, gt=0, description="no Redis call waits longer; serving never touches Redis"
+        default=5.0,
+        gt=0,
+        description="seconds any Redis call may wait (serving predictions never touches Redis)",
     )
-    connect_timeout_s: float = Field(default=2.0, gt=0, description="to open a connection")
+    connect_timeout_s: float = Field(
+        default=2.0, gt=0, description="seconds allowed to open a Redis connection"
+    )
 
 
 class RuntimeSettings(BaseModel):
     """How patches run and how each replica follows the registry."""
 
     use_gpu: bool = Field(default=True, description="use CUDA when present and the patch allows")
-    intra_op_threads: int = Field(default=1, ge=0, description="ORT threads per session; 0 = ORT")
+    intra_op_threads: int = Field(
+        default=1,
+        ge=0,
+        description="ONNX Runtime intra-op threads per patch session; 0: ORT's default",
+    )
     inference_threads: int = Field(
         default=4,
         ge=1,
@@ -188,10 +208,13 @@ class RuntimeSettings(BaseModel):
     inline_patch_max_ms: float = Field(
         default=0.2,
         ge=0,
-        description="stacks estimated faster than this run on the event loop while the upstream "
-        "call is in flight (a thread hop costs ~0.1 ms); slower ones run in the thread pool",
+        description="milliseconds: stacks estimated faster than this run on the event loop while "
+        "the upstream call is in flight (a thread hop costs ~0.1 ms); slower ones run in the "
+        "thread pool",
     )
-    poll_interval_s: float = Field(default=2.0, gt=0, description="revision polling period")
+    poll_interval_s: float = Field(
+        default=2.0, gt=0, description="seconds between polls of the registry revision"
+    )
     batch_max_rows: int = Field(
         default=256,
         ge=0,
@@ -208,15 +231,23 @@ class TrainingSettings(BaseModel):
 
     queue: str = Field(default="eraser-training", description="RQ queue name")
     max_calibration_rows: int = Field(default=100_000, ge=1, description="rows per calibration set")
-    max_calibration_mb: float = Field(default=64, gt=0, description="largest calibration upload")
-    job_timeout_s: int = Field(default=3600, ge=1, description="a job running longer is killed")
+    max_calibration_mb: float = Field(
+        default=64, gt=0, description="largest calibration upload, in MiB"
+    )
+    job_timeout_s: int = Field(
+        default=3600, ge=1, description="seconds; a job running longer is killed"
+    )
     retries: int = Field(
         default=1, ge=0, description="re-runs after a transient failure (never after bad input)"
     )
     retry_interval_s: int = Field(
-        default=30, ge=0, description="wait before a re-run (a black box that is down may recover)"
+        default=30,
+        ge=0,
+        description="seconds to wait before a re-run (a black box that is down may recover)",
     )
-    result_ttl_s: int = Field(default=7 * 24 * 3600, ge=1, description="job records kept this long")
+    result_ttl_s: int = Field(
+        default=7 * 24 * 3600, ge=1, description="seconds job records are kept"
+    )
     torch_threads: int = Field(
         default=1,
         ge=0,
@@ -227,7 +258,7 @@ class TrainingSettings(BaseModel):
     query_batch_size: int = Field(default=256, ge=1, description="rows per black-box call")
     query_concurrency: int = Field(default=4, ge=1, description="black-box calls in flight")
     cache_ttl_s: int = Field(
-        default=7 * 24 * 3600, ge=1, description="cached black-box outputs expire after this"
+        default=7 * 24 * 3600, ge=1, description="seconds before cached black-box outputs expire"
     )
 
 
@@ -237,15 +268,15 @@ class LimitSettings(BaseModel):
     predict_body_mb: float = Field(
         default=16,
         gt=0,
-        description="largest body of POST /predict and POST /v2/models/{m}/infer",
+        description="largest body of POST /predict and POST /v2/models/{m}/infer, in MiB",
     )
     json_body_mb: float = Field(
-        default=1, gt=0, description="largest body of every other route that takes JSON"
+        default=1, gt=0, description="largest body of every other route that takes JSON, in MiB"
     )
     upload_overhead_mb: float = Field(
         default=1,
         gt=0,
-        description="room for the form fields next to an uploaded file (on top of "
+        description="MiB of room for the form fields next to an uploaded file (on top of "
         "max_artifact_mb and training.max_calibration_mb)",
     )
 
@@ -282,9 +313,11 @@ class GatewaySettings(BaseSettings):
     feedback_api_key: SecretStr | None = Field(
         default=None, description="optional key for POST /feedback (the admin key works too)"
     )
-    max_batch: int = Field(default=1024, ge=1, description="instances per request")
+    max_batch: int = Field(
+        default=1024, ge=1, description="most instances in one request; more are refused"
+    )
     max_artifact_mb: float = Field(
-        default=256, gt=0, description="largest patch artifact an operator may upload"
+        default=256, gt=0, description="largest patch artifact an operator may upload, in MiB"
     )
 
     @field_validator("models")

@@ -13,8 +13,12 @@ import uvicorn
 
 
 def bound_socket() -> socket.socket:
-    """A socket bound to a free loopback port (handing the socket over avoids port races)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """A socket bound to a free loopback port (handing the socket over avoids port races).
+
+    ``IPPROTO_TCP`` explicitly: asyncio sets ``TCP_NODELAY`` on accepted connections only when
+    the listening socket says it is TCP, and without it every keep-alive request waits ~40 ms
+    for a delayed ACK."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     return sock

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from bench.quality.client import Gateway
 from bench.quality.datasets import DATA_DIR
 from bench.quality.deployed import deployed_onnx
-from bench.quality.markdown import write_markdown
+from bench.quality.markdown import plot_paths, write_markdown
 from bench.quality.plots import plot_setting
 from bench.quality.protocol import SETTINGS, Run, evaluate, plan
 from bench.quality.results import aggregate, for_json, targets
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.markdown_only:
         res = orjson.loads((args.out / "quality.json").read_bytes())
-        write_markdown(ROOT / "BENCHMARKS.md", res, _plot_paths(args.out, res))
+        write_markdown(ROOT / "BENCHMARKS.md", res, plot_paths(args.out, res))
         return res
     started = time.perf_counter()
     runs = plan(args.settings, list(range(args.seeds)), DATA_DIR)  # the vendored bench/data
@@ -132,14 +132,8 @@ def _report(
     for key in summary:
         plot_setting(SETTINGS[key].title, summary[key], args.out / f"quality_{key}.png")
     if not args.quick:
-        write_markdown(ROOT / "BENCHMARKS.md", res, _plot_paths(args.out, res))
+        write_markdown(ROOT / "BENCHMARKS.md", res, plot_paths(args.out, res))
     return res
-
-
-def _plot_paths(out: Path, res: dict[str, Any]) -> dict[str, str]:
-    """The PNG of each setting, relative to the repository (how BENCHMARKS.md links it)."""
-    paths = {key: out / f"quality_{key}.png" for key in res if key in SETTINGS}
-    return {key: os.path.relpath(path, ROOT) for key, path in paths.items() if path.exists()}
 
 
 def _run_record(run: dict[str, Any]) -> dict[str, Any]:

@@ -1,13 +1,22 @@
-"""The Quality section of ``BENCHMARKS.md``, regenerated between its markers on every full run."""
+"""The Quality section of ``BENCHMARKS.md``, regenerated between its markers on every full run
+and by ``python -m bench.quality --markdown-only`` (from ``quality.json``, measuring nothing).
+
+Everything in the section is rendered from ``quality.json``: the tables, the spread over seeds
+behind every summary figure (``_runs`` keeps each run), and the notes on method, whose figures
+are computed here rather than typed.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any
 
 from bench.markdown import replace_section
 from bench.quality.protocol import SETTINGS
 from bench.quality.results import PAPER
+from deploy.local.processes import ROOT
 
 MARKERS = ("<!-- quality:start -->", "<!-- quality:end -->")
 METHOD_LABELS = {
@@ -16,6 +25,7 @@ METHOD_LABELS = {
     "eraser_tuned": "Eraser, α chosen on calibration data",
     "fairlearn_to": "ThresholdOptimizer (EO)*",
 }
+Runs = list[dict[str, Any]]
 
 
 def write_markdown(path: Path, res: dict[str, Any], plots: dict[str, str]) -> None:
@@ -23,8 +33,15 @@ def write_markdown(path: Path, res: dict[str, Any], plots: dict[str, str]) -> No
     path.write_text(replace_section(text, section(res, plots), MARKERS))
 
 
+def plot_paths(out: Path, res: dict[str, Any]) -> dict[str, str]:
+    """The PNG of each setting in ``res``, relative to the repository (how BENCHMARKS.md links
+    it); settings whose PNG is missing get none."""
+    paths = {key: out / f"quality_{key}.png" for key in res if key in SETTINGS}
+    return {key: os.path.relpath(path, ROOT) for key, path in paths.items() if path.exists()}
+
+
 def section(res: dict[str, Any], plots: dict[str, str]) -> str:
-    meta = res["_meta"]
+    meta, runs = res["_meta"], res.get("_runs", [])
     lines = [
         MARKERS[0], "## Quality", "",
         f"Measured {meta['date']} on {meta['cores']} cores, {len(meta['seeds'])} seed(s) "
@@ -40,28 +57,121 @@ def section(res: dict[str, Any], plots: dict[str, str]) -> str:
         "`equalized_odds_difference` (EOD) and `demographic_parity_difference` (DPD) as a "
         "cross-check (binary targets only). α: the job's choice per seed. "
         "*ThresholdOptimizer needs each test instance's sensitive attribute at prediction time; "
-        "the Eraser does not. Where the gate rejected a patch the gateway keeps serving the raw "
-        "model, so that seed's Eraser rows are the raw model's (counted in the table).",
-        "", *_targets(res["_targets"]), "",
+        "the Eraser does not. ThresholdOptimizer handles binary targets only, so Colored MNIST has "
+        "no such row. "
+        "Where the gate rejected a patch the gateway keeps serving the raw model, so that seed's "
+        "Eraser rows are the raw model's (counted in the table). The gate judges each patch on "
+        "its job's out-of-fold answers (the job cross-fits: every calibration row is judged by "
+        "the fold net that did not see it, and α is chosen on the same answers): it validates "
+        "a patch whose EO bias falls by at least `gate.min_bias_reduction_pp` while its "
+        "average-group accuracy falls by at most `gate.max_avg_acc_drop_pp`; the per-seed "
+        "tables show what it saw.",
+        "", *_summary(res), "", *_targets(res["_targets"], runs), "",
     ]  # fmt: skip
     for key in SETTINGS:
         if key in res:
-            lines += _setting(key, res[key], plots.get(key))
+            checks = res["_targets"].get(key, {})
+            lines += _setting(key, res[key], plots.get(key), _of(runs, setting=key), checks)
+    lines += _across(res, runs)
     lines += _protocol(meta)
     lines.append(MARKERS[1])
     return "\n".join(lines)
 
 
-def _targets(checks: dict[str, dict[str, Any]]) -> list[str]:
+# --- what every setting shares --------------------------------------------------------------
+
+
+def _summary(res: dict[str, Any]) -> list[str]:
+    """Raw → Eraser for the vanilla model and the full calibration set, one line per setting."""
+    lines = [
+        "Summary (vanilla deployed model, full calibration set, α chosen on calibration data; "
+        "raw → Eraser, mean over seeds):",
+        "",
+        "| setting | avg-group | worst-group | EO bias | EO change | rejected by the gate |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key in SETTINGS:
+        rows = res.get(key, {})
+        raw, fair = rows.get("vanilla.raw"), rows.get("vanilla.eraser_tuned")
+        if raw is None or fair is None:
+            continue
+        cells = [SETTINGS[key].title, *(f"{raw[m]:.2f} → {fair[m]:.2f}" for m in
+                 ("avg", "worst", "eo")), _change(raw["eo"], fair["eo"]),
+                 f"{fair.get('rejected_by_gate', 0)}/{fair['n']}"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _targets(checks: dict[str, dict[str, Any]], runs: Runs) -> list[str]:
     lines = ["Targets (vanilla deployed model, full calibration set, α chosen on calibration "
-             "data):", ""]  # fmt: skip
+             "data), each with its value per seed:", ""]  # fmt: skip
     for dataset, items in checks.items():
-        parts = [
-            f"{name}: {c['value']:.2f} — {'met' if c['met'] else '**missed**'}"
-            for name, c in items.items()
-        ]
+        own = _of(runs, setting=dataset, variant="vanilla", calibration="full")
+        parts = []
+        for name, c in items.items():
+            seeds = [_target_value(name, run) for run in own]
+            each = f" (per seed {' / '.join(f'{v:.2f}' for v in seeds)})" if seeds else ""
+            verdict = "met" if c["met"] else "**missed**"
+            parts.append(f"{_pretty(name)}: {c['value']:.2f}{each} — {verdict}")
         lines.append(f"- {dataset}: " + "; ".join(parts))
     return lines
+
+
+def _target_value(name: str, run: dict[str, Any]) -> float:
+    """A target's quantity in one run, as ``results.targets`` computes it over the means."""
+    metric = name.split()[0]
+    raw, fair = run["rows"]["raw"][metric], run["rows"]["eraser_tuned"][metric]
+    if "reduced" in name:
+        return 100 * (1 - fair / raw) if raw else 0.0
+    if "raw" in name:
+        return fair - raw
+    return fair
+
+
+# --- one setting ----------------------------------------------------------------------------
+
+
+def _setting(
+    key: str, rows: dict[str, dict[str, Any]], plot: str | None, runs: Runs,
+    checks: dict[str, Any],
+) -> list[str]:  # fmt: skip
+    lines = [f"### {SETTINGS[key].title}", ""]
+    header = "| deployed | calibration | method | avg-group | worst-group | EO bias | accuracy "
+    header += "| EOD (fairlearn) | DPD (fairlearn) | α | paper avg / worst / EO |"
+    lines += [header, "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    for row_key, row in rows.items():
+        parts = row_key.split(".")
+        variant, method = parts[0], parts[-1]
+        calibration = "small" if len(parts) == 3 else "full"
+        own = _of(runs, variant=variant, calibration=calibration)
+        label = METHOD_LABELS[method]
+        if row.get("rejected_by_gate"):
+            label += f" ({row['rejected_by_gate']}/{row['n']} rejected by the gate)"
+        alpha = ", ".join(f"{a:g}" for a in row.get("alpha", [])) or "—"
+        paper = PAPER.get(key, {}).get(row_key)
+        paper_text = " / ".join(f"{v:.2f}" for v in paper) if paper else "—"
+        cells = [variant, "—" if method == "raw" else _calibration_rows(row, own), label,
+                 *(_cell(row, m) for m in
+                   ("avg", "worst", "eo", "accuracy", "eod_fairlearn", "dpd_fairlearn")),
+                 alpha, paper_text]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    floor = rows.get("vanilla.raw", {}).get("eo_floor")
+    if floor is not None:
+        std = rows["vanilla.raw"].get("eo_floor_std", 0.0)
+        lines += ["", (
+            f"EO noise floor of this test split: {floor:.2f} ± {std:.2f} — the EO bias a "
+            "classifier with equal true accuracy in every group would still measure, from "
+            "sampling noise alone (`bench.quality.metrics.eo_noise_floor`)."
+        )]
+    notes = [n for n in (_floor_note(rows, runs, checks), _peer_note(rows),
+                         _colour_note(key, rows)) if n]  # fmt: skip
+    for note in notes:
+        lines += ["", note]
+    lines += _groups(rows, runs)
+    lines += _per_seed(runs)
+    if plot:
+        lines += ["", f"![{SETTINGS[key].title}]({plot})"]
+    return [*lines, ""]
 
 
 def _cell(row: dict[str, Any], metric: str) -> str:
@@ -71,52 +181,237 @@ def _cell(row: dict[str, Any], metric: str) -> str:
     return f"{row[metric]:.2f} ± {std:.2f}" if row["n"] > 1 else f"{row[metric]:.2f}"
 
 
-def _setting(key: str, rows: dict[str, dict[str, Any]], plot: str | None) -> list[str]:
-    lines = [f"### {SETTINGS[key].title}", ""]
-    header = "| deployed | calibration | method | avg-group | worst-group | EO bias | accuracy "
-    header += "| EOD (fairlearn) | DPD (fairlearn) | α | paper avg / worst / EO |"
-    lines += [header, "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
-    for row_key, row in rows.items():
-        parts = row_key.split(".")
-        variant, method = parts[0], parts[-1]
-        calibration = f"{row['calibration_rows']} rows" if method != "raw" else "—"
-        label = METHOD_LABELS[method]
-        if row.get("rejected_by_gate"):
-            label += f" ({row['rejected_by_gate']}/{row['n']} rejected by the gate)"
-        alpha = ", ".join(f"{a:g}" for a in row.get("alpha", [])) or "—"
-        paper = PAPER.get(key, {}).get(row_key)
-        paper_text = " / ".join(f"{v:.2f}" for v in paper) if paper else "—"
-        cells = [variant, calibration, label, *(_cell(row, m) for m in
-                 ("avg", "worst", "eo", "accuracy", "eod_fairlearn", "dpd_fairlearn")),
-                 alpha, paper_text]  # fmt: skip
+def _calibration_rows(row: dict[str, Any], runs: Runs) -> str:
+    """The calibration set's size: per seed where the seeds' sets differ in size."""
+    sizes = sorted({r["calibration_rows"] for r in runs}) or [row["calibration_rows"]]
+    return f"{sizes[0]} rows" if len(sizes) == 1 else f"{sizes[0]}–{sizes[-1]} rows"
+
+
+def _floor_note(rows: dict[str, dict[str, Any]], runs: Runs, checks: dict[str, Any]) -> str | None:
+    """Where an EO target lies against the split's noise floor, with the seeds it rests on."""
+    raw = rows.get("vanilla.raw", {})
+    limit = next((_threshold(n) for n in checks if n.startswith("eo <=")), None)
+    if "eo_floor" not in raw or limit is None:
+        return None
+    floor = raw["eo_floor"]
+    own = _of(runs, variant="vanilla", calibration="full")
+    seeds = [r["rows"]["eraser_tuned"]["eo"] for r in own]
+    where = "below" if limit < floor else "above"
+    text = (f"The EO target (≤ {limit:g}) lies {where} this split's noise floor ({floor:.2f})")
+    if limit < floor:
+        text += (": a model with equal true accuracy in every group would miss it on average, "
+                 "and averaging seeds lowers the variance of the measured EO, not this bias")
+    if seeds:
+        above = [v - floor for v in seeds]
+        text += (f". Per seed the patched vanilla model measured "
+                 f"{' / '.join(f'{v:.2f}' for v in seeds)}, ")
+        text += (f"{min(above):.2f}–{max(above):.2f} points above the floor" if min(above) > 0
+                 else f"{min(above):+.2f} to {max(above):+.2f} points from the floor")
+    return text + "."
+
+
+def _peer_note(rows: dict[str, dict[str, Any]]) -> str | None:
+    peer, fair = rows.get("vanilla.fairlearn_to"), rows.get("vanilla.eraser_tuned")
+    if peer is None or fair is None:
+        return None
+    return (
+        "ThresholdOptimizer, which reads each test row's sensitive attribute, measured EO "
+        f"{peer['eo']:.2f} at average- / worst-group {peer['avg']:.2f} / {peer['worst']:.2f}; "
+        f"the Eraser (α chosen, vanilla, full calibration set) EO {fair['eo']:.2f} at "
+        f"{fair['avg']:.2f} / {fair['worst']:.2f}, without it."
+    )
+
+
+def _colour_note(key: str, rows: dict[str, dict[str, Any]]) -> str | None:
+    """Colored MNIST at the paper's ρ: why there is little to recover, from the raw row."""
+    raw, paper = rows.get("vanilla.raw"), PAPER.get(key, {}).get("vanilla.raw")
+    if raw is None or paper is None or key != "cmnist":
+        return None
+    text = (f"The deployed vanilla CNN reaches {raw['avg']:.2f} average-group accuracy (the "
+            f"paper's vanilla model: {paper[0]:.2f}) and {raw['worst']:.2f} on its worst (digit, "
+            "colour) group")  # fmt: skip
+    if raw["worst"] == 0:
+        text += (": at this data scale it leans on the background colour, so its outputs carry "
+                 "little digit evidence for a post-hoc patch to bring forward. A calibration set "
+                 "coloured like the training data can also leave (digit, colour) cells of "
+                 "Eq. 17 empty; there the class mean stands in, which carries no colour rule. "
+                 "The ρ = 0.9 setting, whose calibration colours are uniform, is the one where "
+                 "the method has something to work with")  # fmt: skip
+    return text + "."
+
+
+def _groups(rows: dict[str, dict[str, Any]], runs: Runs) -> list[str]:
+    """Per-group accuracies, where ``quality.json`` keeps them, with the gap between bias groups
+    within each target class (EO bias is the mean of these gaps, per seed)."""
+    stored = {k: r["groups"] for k, r in rows.items() if r.get("groups")}
+    if not stored:
+        return []
+    cells = sorted({tuple(g.split(",", 1)) for g in next(iter(stored.values()))})
+    targets = sorted({y for y, _ in cells})
+    header, align = ["deployed", "calibration", "method"], ["---"] * 3
+    for y in targets:
+        header += [f"{y}, {b}" for yy, b in cells if yy == y] + [f"gap at {y}"]
+        align += ["---:"] * (sum(yy == y for yy, _ in cells) + 1)
+    lines = ["", "Group accuracies (%, mean over seeds) and the gap between bias groups within "
+             "each target class:", "", "| " + " | ".join(header) + " |",
+             "|" + "|".join(align) + "|"]  # fmt: skip
+    gaps: dict[str, dict[str, float]] = {}
+    for key, groups in stored.items():
+        parts = key.split(".")
+        own = _of(runs, variant=parts[0], calibration="small" if len(parts) == 3 else "full")
+        size = "—" if parts[-1] == "raw" else _calibration_rows(rows[key], own)
+        row = [parts[0], size, METHOD_LABELS[parts[-1]]]
+        gaps[key] = {}
+        for y in targets:
+            values = [groups[f"{yy},{b}"] for yy, b in cells if yy == y]
+            gaps[key][y] = max(values) - min(values)
+            row += [f"{v:.2f}" for v in values] + [f"{gaps[key][y]:.2f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    trades = _trades(rows, gaps)
+    if trades:
+        lines += ["", (
+            "Patches that every seed's gate validated and that narrowed the gap in one target "
+            "class while widening it in another (raw → patched): " + "; ".join(trades) + ". The "
+            "patch distils the deployed model's lean towards one class together with the bias "
+            "shortcut (Eq. 17), so correcting one gap can widen the other."
+        )]
+    return lines
+
+
+def _trades(rows: dict[str, dict[str, Any]], gaps: dict[str, dict[str, float]]) -> list[str]:
+    out = []
+    for key, row in rows.items():
+        parts = key.split(".")
+        raw_key = f"{parts[0]}.raw"
+        if parts[-1] not in ("eraser", "eraser_tuned") or row.get("rejected_by_gate"):
+            continue
+        if key not in gaps or raw_key not in gaps:
+            continue
+        moves = {y: (gaps[raw_key][y], gaps[key][y]) for y in gaps[key]}
+        if any(b < a for a, b in moves.values()) and any(b > a for a, b in moves.values()):
+            calibration = f"{row['calibration_rows']} rows"
+            shown = ", ".join(f"gap at {y} {a:.2f} → {b:.2f}" for y, (a, b) in moves.items())
+            raw = rows[raw_key]
+            shown += "".join(f", {name} {raw[m]:.2f} → {row[m]:.2f}" for m, name in
+                             (("avg", "avg-group"), ("eo", "EO bias")))  # fmt: skip
+            out.append(f"{parts[0]}, {calibration}, {METHOD_LABELS[parts[-1]]}: {shown}")
+    return out
+
+
+def _per_seed(runs: Runs) -> list[str]:
+    """Each job's verdict and the figures it was judged on, beside what was served on test."""
+    if not runs:
+        return []
+    lines = ["", "Per seed: the job's α and gate verdict, the out-of-fold calibration figures "
+             "the gate judged (raw → patched), what the gateway served at the job's α on the "
+             "test split, and the job's own time:", "",
+             "| deployed | calibration | seed | α | gate | out-of-fold EO | out-of-fold "
+             "avg-group | test avg / worst / EO | job (s) |",
+             "|---|---|---:|---:|---|---:|---:|---:|---:|"]  # fmt: skip
+    order = {"vanilla": 0, "unfair": 1, "full": 0, "small": 1}
+    for r in sorted(runs, key=lambda r: (order[r["variant"]], order[r["calibration"]], r["seed"])):
+        oof, served = r["out_of_fold"], r["rows"]["eraser_tuned"]
+        cells = [
+            r["variant"], f"{r['calibration_rows']} rows", str(r["seed"]), f"{r['alpha']:g}",
+            r["status"] if r["status"] == "validated" else f"**{r['status']}**",
+            f"{oof['raw']['eo_bias']:.2f} → {oof['fair']['eo_bias']:.2f}",
+            f"{oof['raw']['avg_group_acc']:.2f} → {oof['fair']['avg_group_acc']:.2f}",
+            " / ".join(f"{served[m]:.2f}" for m in ("avg", "worst", "eo")),
+            f"{r['job_s']:.1f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
-    floor = rows.get("vanilla.raw", {}).get("eo_floor")
-    if floor is not None:
-        lines += ["", f"EO noise floor of this test split: {floor:.2f} — the EO bias a classifier "
-                  "with equal true accuracy in every group would still measure, from sampling "
-                  "noise alone (`bench.quality.metrics.eo_noise_floor`)."]  # fmt: skip
-    if plot:
-        lines += ["", f"![{SETTINGS[key].title}]({plot})"]
-    return [*lines, ""]
+    return lines
+
+
+# --- across settings ------------------------------------------------------------------------
+
+
+def _across(res: dict[str, Any], runs: Runs) -> list[str]:
+    """Calibration-set size and cost, each setting's figures side by side."""
+    sizes = []
+    for key in SETTINGS:
+        rows = res.get(key, {})
+        raw = rows.get("vanilla.raw")
+        parts = []
+        for calibration, row_key in (("full", "vanilla.eraser_tuned"),
+                                     ("small", "vanilla.small.eraser_tuned")):  # fmt: skip
+            row = rows.get(row_key)
+            if raw is None or row is None:
+                continue
+            rows_text = _calibration_rows(row, _of(runs, setting=key, variant="vanilla",
+                                                   calibration=calibration))  # fmt: skip
+            parts.append(f"{rows_text} {raw['eo']:.2f} → {row['eo']:.2f} ± {row['eo_std']:.2f} "
+                         f"({_change(raw['eo'], row['eo'])})")  # fmt: skip
+        if len(parts) == 2:
+            sizes.append(f"{key}: " + ", ".join(parts))
+    lines = ["### Across settings", ""]
+    if sizes:
+        lines += ["Calibration set size (vanilla deployed model, α chosen; EO bias raw → "
+                  "Eraser, ± std over seeds): " + "; ".join(sizes) + ". Each seed's verdict "
+                  "is in the per-seed tables.", ""]  # fmt: skip
+    times = []
+    for key in SETTINGS:
+        job_s = [r["job_s"] for r in _of(runs, setting=key)]
+        if job_s:
+            times.append(f"{key} {min(job_s):.1f}–{max(job_s):.1f} s")
+    if times:
+        lines += [(
+            "Cost: a training job (`job_s`, the worker's own stages, min–max over the setting's "
+            "runs) took " + ", ".join(times) + "; the whole run took "
+            f"{res['_meta']['wall_s'] / 60:.1f} min. Patches, α and ThresholdOptimizer are "
+            "seeded with the run's seed, and each job uses one PyTorch thread."
+        ), ""]
+    return lines
 
 
 def _protocol(meta: dict[str, Any]) -> list[str]:
     return [
         "Protocol. Training split → 5/6 trains the deployed model, 1/6 is the calibration set; "
-        "the small calibration set is 160 rows of it (stratified by target and bias). "
+        "the small calibration set is drawn from it, stratified by target and bias with at "
+        "least one row per non-empty (target, bias) cell (its size per seed is in the tables). "
         "COMPAS: the vendored ProPublica slice (5,278 rows), race an input of the deployed "
-        "model, fixed 20% test split. Adult: UCI's train/test files, rows with missing values "
-        "dropped, sex an input. Colored MNIST: mnist_5k, white digits on a background colour "
-        "(one per class; the digit's own colour with probability ρ, otherwise one of the other "
-        "nine), 3×28×28 with 0–255 pixels; the 1,000 test digits are each shown in all ten "
-        "colours (100 images per (digit, colour) group). Deployed models (PyTorch, served as "
-        "ONNX by the black box): tabular MLP 64-32, CNN 32-64-128; *vanilla* = cross-entropy, "
-        "*unfair* = multi-task with a second head predicting the bias attribute. Patches: the "
-        "job's defaults (`TrainingJobSpec`), the seed set to the run's seed.",
+        "model, fixed 20% test split. Adult: the vendored slice of UCI's train/test files "
+        "(`bench/data`), rows with missing values dropped, sex an input. Colored MNIST: the "
+        "vendored MNIST slice (`bench/data`), white digits on a background colour (one per "
+        "class; the digit's own colour with probability ρ, otherwise one of the other nine), "
+        "3×28×28 with 0–255 pixels; the 1,000 test digits are each shown in all ten colours "
+        "(100 images per (digit, colour) group). Deployed models (PyTorch, served as ONNX by "
+        "the black box): tabular MLP 64-32, CNN 32-64-128; *vanilla* = cross-entropy, *unfair* "
+        "= multi-task with a second head predicting the bias attribute. Patches: the job's "
+        "defaults (`TrainingJobSpec`), the seed set to the run's seed; α = 1 rows re-weight the "
+        "served stack (`PUT /models/{m}/stack`) and ask again; ThresholdOptimizer is fitted on "
+        "the black box's answers for the same calibration set.",
         "",
         "Reproduce: `make bench-quality` (quick check: `python -m bench.quality --quick`, one "
-        "seed, COMPAS only). Phases (s): "
+        "seed, COMPAS only; a subset: `python -m bench.quality --settings compas,adult --seeds "
+        "1`; this section alone from the JSON: `python -m bench.quality --markdown-only`). "
+        "Phases (s): "
         + ", ".join(f"{k} {v:.0f}" for k, v in meta["phases_s"].items())
-        + " (deployed models are cached in `.cache/bench-quality` between runs).",
+        + " (deployed models are cached in `.cache/bench-quality` between runs, keyed by their "
+        "training rows and settings).",
         "",
     ]
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _of(runs: Runs, **match: str) -> Runs:
+    """The runs whose fields equal ``match``, in seed order."""
+    own = [r for r in runs if all(r.get(k) == v for k, v in match.items())]
+    return sorted(own, key=lambda r: r["seed"])
+
+
+def _threshold(name: str) -> float:
+    return float(re.findall(r"[\d.]+", name)[-1])
+
+
+def _pretty(name: str) -> str:
+    return name.replace("<=", "≤").replace(">=", "≥")
+
+
+def _change(before: float, after: float) -> str:
+    if not before:
+        return "—"
+    change = round(100 * (after / before - 1))
+    return f"{change:+d} %".replace("-", "−") if change else "0 %"

@@ -93,11 +93,11 @@ async def read_upload(upload: UploadFile, limit_mb: float, what: str) -> bytes:
     return data
 
 
-def documented_body(model: type[BaseModel]) -> dict[str, Any]:
+def documented_body(model: type[BaseModel], required: bool = True) -> dict[str, Any]:
     """``openapi_extra`` for a route that reads ``model`` itself (definitions inlined)."""
     return {
         "requestBody": {
-            "required": True,
+            "required": required,
             "content": {"application/json": {"schema": _inlined_schema(model)}},
         }
     }

@@ -69,9 +69,9 @@ class RequestEdge:
 
         try:
             await self.app(scope, _capped(receive, limit), tracked)
-        except Exception:
-            bugs.error(
-                (scope["method"], scope["path"]),
+        except Exception as exc:
+            bugs.error(  # a different bug on the same route still gets its own traceback
+                (scope["method"], scope["path"], type(exc)),
                 "unhandled error on %s %s",
                 scope["method"],
                 scope["path"],

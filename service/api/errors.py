@@ -12,7 +12,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from starlette.exceptions import HTTPException
 
 from service.api.throttled_log import ThrottledLog
@@ -82,8 +82,9 @@ async def framework_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    """Registry, job queue or calibration store did not answer: the operator's request may be
-    repeated later, so a 503, not a 500."""
+    """Registry, job queue or calibration store did not answer, or refused a command (e.g. a
+    replica that is read-only during a failover): the operator's request may be repeated later,
+    so a 503, not a 500. The message says which, so a refusal is not taken for an outage."""
     server_errors.warning(
         (request.method, request.url.path, 503, type(exc).__name__),
         "%s %s -> 503: Redis: %s",
@@ -91,7 +92,8 @@ async def redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
         request.url.path,
         exc,
     )
-    message = f"Redis (registry, job queue) did not answer: {type(exc).__name__}"
+    what = "refused a command" if isinstance(exc, ResponseError) else "did not answer"
+    message = f"Redis (registry, job queue) {what}: {type(exc).__name__}"
     return JSONResponse(error_body("redis_unavailable", message), status_code=503)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from service.api.auth import require_admin
 from service.api.bodies import (
@@ -25,6 +25,7 @@ from service.api.schemas import (
 from service.errors import BadRequest, PatchNotFound
 from service.registry.models import NAME_PATTERN, PatchManifest, PatchSpec, Stack, utcnow
 from service.registry.signing import sha256_hex
+from service.registry.store import HISTORY_LENGTH
 from service.runtime.stack import build_session, check_compatible
 
 router = APIRouter(tags=["operators"], dependencies=[Depends(require_admin)])
@@ -119,7 +120,12 @@ async def get_stack(model: str, gw: GatewayDep) -> StackView:
 
 
 @router.get("/models/{model}/stack/history", response_model=list[Stack])
-async def stack_history(model: str, plane: DataplaneDep, registry: RegistryDep, limit: int = 20):
+async def stack_history(
+    model: str,
+    plane: DataplaneDep,
+    registry: RegistryDep,
+    limit: Annotated[int, Query(ge=0, le=HISTORY_LENGTH, description="newest first")] = 20,
+) -> list[Stack]:
     return await registry.history(plane.model(model).name, limit)
 
 
@@ -141,7 +147,7 @@ async def set_stack(model: str, request: Request, gw: GatewayDep) -> StackView:
 @router.post(
     "/models/{model}/stack/rollback",
     response_model=StackView,
-    openapi_extra=documented_body(RollbackRequest),
+    openapi_extra=documented_body(RollbackRequest, required=False),
 )
 async def rollback(model: str, request: Request, gw: GatewayDep) -> StackView:
     """Re-activate the previous stack as a new revision (the body is optional)."""

@@ -77,7 +77,7 @@ class ThrottledLog:
         if run.repeats:
             self.logger.log(
                 run.level,
-                run.msg + " (%d more like this in %.0f s)",
+                run.msg + " (%d more like this in %g s)",  # %g: a 0.5 s interval is not "0 s"
                 *run.args,
                 run.repeats,
                 self.interval_s,

@@ -38,14 +38,3 @@ class CalibrationSet:
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
-
-    def subset(self, idx: np.ndarray) -> CalibrationSet:
-        """Rows ``idx`` (e.g. a train/validation split) with every array kept aligned; the
-        provenance stays that of the whole upload."""
-        return CalibrationSet(
-            x=self.x[idx],
-            y=self.y[idx],
-            bias={name: values[idx] for name, values in self.bias.items()},
-            sha256=self.sha256,
-            format=self.format,
-        )

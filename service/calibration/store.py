@@ -68,14 +68,6 @@ class CalibrationStore:
             raise IntegrityError(f"calibration set {sha256} has no meta", sha256=sha256)
         return data, _parse(sha256, raw_meta)
 
-    async def meta(self, sha256: str) -> CalibrationMeta:
-        """The summary alone, without moving the (possibly large) bytes."""
-        _check_sha(sha256)
-        raw = await self._redis.get(self._keys.calibration_meta(sha256))
-        if raw is None:
-            raise CalibrationSetNotFound(f"calibration set {sha256} not found", sha256=sha256)
-        return _parse(sha256, raw)
-
 
 def _check_sha(sha256: str) -> None:
     """Only hex digests become keys; anything else cannot name a stored set."""

@@ -38,14 +38,21 @@ class ModelMonitoring(BaseModel):
         description="the decision counted as positive (fairlearn's pos_label, TrustyAI's "
         "favourable outcome); default: the last class",
     )
-    attributes: dict[str, MonitoredAttribute] = Field(default_factory=dict)
+    attributes: dict[str, MonitoredAttribute] = Field(
+        default_factory=dict,
+        description="protected attribute name (the `attribute` label of the bias metrics) → "
+        "its groups",
+    )
 
 
 class FeedbackSettings(BaseModel):
     """The served-decision store that ``POST /feedback`` reads (Redis, shared by replicas)."""
 
     ttl_s: int = Field(
-        default=7 * 24 * 3600, ge=1, description="feedback older than this is refused (404)"
+        default=7 * 24 * 3600,
+        ge=1,
+        description="seconds a served decision is kept for feedback; later feedback is refused "
+        "(404)",
     )
     max_requests: int = Field(
         default=200_000, ge=1, description="monitored requests kept; the oldest go first"
@@ -53,6 +60,6 @@ class FeedbackSettings(BaseModel):
     store_timeout_s: float = Field(
         default=0.25,
         gt=0,
-        description="a monitored request waits no longer for the store; past it, the answer "
+        description="seconds a monitored request waits for the store; past it, the answer "
         "has no request_id (predictions never fail because of monitoring)",
     )

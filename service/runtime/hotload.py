@@ -99,11 +99,19 @@ class StackWatcher:
             log.error("cannot read the active stack of %s at start-up: %s", model, exc)
 
     async def stop(self, timeout_s: float = 5.0) -> None:
-        """Cancel the followers; shutdown never waits on Redis for longer than ``timeout_s``."""
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=timeout_s)
+        """Cancel the followers; shutdown never waits on Redis for longer than ``timeout_s``.
+
+        The cancellation is repeated until the tasks end: redis-py's asyncio client can swallow
+        a ``CancelledError`` that arrives in the middle of a command, and the follower would
+        then carry on to its next poll.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        pending = set(self._tasks)
+        while pending and loop.time() < deadline:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=min(0.1, deadline - loop.time()))
         self._tasks = []
 
     # -- loading ------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ import redis
 from bench.quality.system import PREFIX
 from deploy.local.processes import ROOT
 
+pytestmark = pytest.mark.slow  # end-to-end: real processes (`pytest -m "not slow"` skips)
+
 ROWS = ("raw", "eraser", "eraser_tuned", "fairlearn_to")
 
 

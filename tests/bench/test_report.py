@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from bench.loadgen import Load
-from bench.markdown import MD_END, MD_START, TABLE_ROWS, markdown_section, replace_section
+from bench.markdown import (
+    MD_END,
+    MD_START,
+    TABLE_ROWS,
+    markdown_section,
+    per_round,
+    replace_section,
+    spread_text,
+)
 from bench.measure import merge_rounds
 from bench.report import concurrency_summary, merge_results, summarize, target_met
 
@@ -65,7 +75,8 @@ def test_replace_section_swaps_only_between_markers_or_appends() -> None:
     assert replace_section("# B\n\n## Other\n", section) == f"# B\n\n## Other\n\n{section}\n"
 
 
-def test_markdown_section_has_one_row_per_metric_and_says_how_it_calibrated() -> None:
+def _res() -> dict:
+    """A minimal ``perf.json``: every table key at 1.0, no per-round values."""
     res: dict = {key: 1.0 for key, _, _ in TABLE_ROWS}
     res["perf_meta"] = {"date": "d", "cores": 2, "cpu": "c", "generator": "wrk",
                         "seconds": 12, "rounds": 3, "warm_s": 2, "loadavg_1m_start": 0.1,
@@ -79,11 +90,90 @@ def test_markdown_section_has_one_row_per_metric_and_says_how_it_calibrated() ->
                                    "delay_ms": 19.0, "converged": True}  # fmt: skip
     run = {"wall_s": 7.1, "stages_s": {"query": 0.1, "train": 2.8}}
     res["distill_compas"] = {"rows": 1000, "target_s": 20.0, "runs": [run]}
-    text = markdown_section(res)
+    return res
+
+
+def _rounds(*values: tuple[float, float]) -> dict:
+    """A scenario as ``perf.json`` keeps it: only its rounds matter here."""
+    return {"rounds": [{"p50_ms": p50, "p99_ms": p50 * 2, "rps": rps} for p50, rps in values]}
+
+
+def test_markdown_section_has_one_row_per_metric_and_says_how_it_calibrated() -> None:
+    text = markdown_section(_res())
     assert text.startswith(MD_START) and text.endswith(MD_END)
     assert text.count("\n| ") == len(TABLE_ROWS) + 1  # header + rows (separator starts "|-")
-    assert "| Added latency p50, 1 client (v2 route, MLP-32 patch) | 1.00 ms | ≤ 1 | yes |" in text
+    row = "| Added latency p50, 1 client (v2 route, MLP-32 patch) | 1.00 ms | — | ≤ 1 | yes |"
+    assert row in text  # no rounds recorded: no spread shown
+    assert "| 1.00 s | 7.10 | ≤ 20 | yes |" in text  # the training job's runs
     assert "20 ms → p50 21.04 ms; 19 ms → p50 20.02 ms" in text
     assert "depth=780" in text and "not within" not in text
     assert "load average was 0.10 at the start and 0.90 at the end" in text
     assert "Median of 1 runs (7.10 s); the job's own stages (s): query 0.10, train 2.80" in text
+    assert "The stages add up to 2.90 s of each run; the other 4.20 s" in text
+
+
+def test_per_round_pairs_each_round_with_its_baselines_round() -> None:
+    res = _res()
+    res["perf_scenarios"] = {
+        "gateway_c1": _rounds((1.0, 900), (1.2, 800)),
+        "direct_c1": _rounds((0.25, 4000), (0.2, 4100)),
+        "gateway_c32": _rounds((9.0, 3000), (9.5, 2700)),
+        "passthrough_c32": _rounds((8.0, 3600), (8.0, 3600)),
+    }
+    assert per_round(res, "overhead_p50_ms") == pytest.approx([0.75, 1.0])
+    assert per_round(res, "overhead_p99_ms") == pytest.approx([1.5, 2.0])
+    assert per_round(res, "throughput_vs_passthrough") == pytest.approx([3000 / 3600, 0.75])
+    assert per_round(res, "gateway_rps_c32") == [3000, 2700]
+    assert per_round(res, "concurrent_p50_ms") is None  # scenario 4 not in this JSON
+    assert per_round(res, "patch_ms") is None  # one in-process figure, no rounds
+    assert per_round(res, "distill_compas_s") == [7.1]
+    table = markdown_section(res)
+    assert "| 1.00 × | 0.83 / 0.75 | ≥ 0.8 |" in table
+    assert "| 1.00 req/s | 3000.0 / 2700.0 | — | — |" in table
+
+
+def test_a_verdict_inside_the_rounds_spread_is_called_noise_with_its_rounds() -> None:
+    res = _res() | {"throughput_vs_passthrough": 0.79, "overhead_p50_ms": 0.8}
+    res["perf_scenarios"] = {
+        "gateway_c1": _rounds((1.0, 900), (1.1, 800), (1.05, 850)),
+        "direct_c1": _rounds((0.2, 4000), (0.2, 4100), (0.2, 4000)),
+        "gateway_c32": _rounds((9.0, 3060), (9.5, 2970), (9.9, 2770)),
+        "passthrough_c32": _rounds((8.0, 3690), (8.0, 3830), (8.0, 3600)),
+    }
+    lines = spread_text(res)
+    ratio = next(x for x in lines if x.startswith("- Throughput at 32 clients"))
+    assert "rounds 0.77–0.83 ×, met in 1 of 3" in ratio
+    assert "within this machine's noise" in ratio
+    latency = next(x for x in lines if x.startswith("- Added latency p50"))
+    assert "rounds 0.80–0.90 ms, met in all 3." in latency
+    assert "noise" not in latency
+    e2e = next(x for x in lines if x.startswith("- End-to-end p50"))
+    assert e2e.endswith("(no per-round values recorded).")
+    assert any(x.startswith("- COMPAS Eraser job") and "runs 7.10–7.10 s" in x for x in lines)
+
+
+def test_notes_compute_their_figures_from_the_results() -> None:
+    res = _res() | {"gateway_cpu_ms_per_req_c32": 0.3, "passthrough_cpu_ms_per_req_c32": 0.2,
+                    "unbatched_cpu_ms_per_req_c32": 0.5, "concurrent_p50_ms": 21.5,
+                    "sequential_p50_ms_estimate": 30.2}  # fmt: skip
+    text = markdown_section(res)
+    assert "0.50 ms of CPU per request, 2.50 × the bare proxy's 0.20 ms" in text
+    assert "the gateway spent 0.30 ms per request, 1.50 × the proxy's" in text
+    assert "End to end 21.50 ms against ≈30.20 ms" in text
+    assert "the patch ran while the upstream worked" in text
+    slower = markdown_section(res | {"concurrent_p50_ms": 31.0})
+    assert "no overlap shows" in slower and "the patch ran while" not in slower
+
+
+def test_markdown_only_rewrites_the_section_from_the_json_without_measuring(tmp_path) -> None:
+    from bench import perf
+
+    out, md = tmp_path / "perf.json", tmp_path / "BENCHMARKS.md"
+    out.write_text(json.dumps(_res()))
+    md.write_text(f"# Benchmarks\n\nintro\n\n{MD_START}\nold\n{MD_END}\n")
+    perf.main(["--markdown-only", "--out", str(out), "--markdown", str(md)])
+    text = md.read_text()
+    assert text.startswith("# Benchmarks\n\nintro\n\n") and "old" not in text
+    assert markdown_section(_res()) in text
+    perf.main(["--markdown-only", "--out", str(out), "--markdown", str(md)])
+    assert md.read_text() == text

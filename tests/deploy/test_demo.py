@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from deploy.local.demo import run_demo
 from service.settings import GatewaySettings
 from tests.workers import remove_queue
+
+pytestmark = pytest.mark.slow  # end-to-end: real processes (`pytest -m "not slow"` skips)
 
 
 def test_demo_patch_lowers_equalized_odds_bias_on_held_out_rows(

@@ -88,7 +88,7 @@ def dockerfile_stages() -> dict[str, str]:
     return {part.split()[2] if " AS " in part.split("\n")[0] else "": part for part in parts}
 
 
-def test_images_run_as_a_non_root_user_and_only_the_worker_has_pytorch() -> None:
+def test_images_run_as_a_non_root_user_and_only_the_worker_has_pytorch_and_training() -> None:
     stages = dockerfile_stages()
     assert re.match(r"python:\d+\.\d+\.\d+-slim-\w+ AS base", stages["base"])
     for target in ("gateway", "worker", "standin"):
@@ -96,6 +96,9 @@ def test_images_run_as_a_non_root_user_and_only_the_worker_has_pytorch() -> None
         assert "HEALTHCHECK" in stages[target] or target == "standin", target
     assert "torch" not in stages["gateway"] and "torch" not in stages["base"]
     assert "torch==2.13.0" in stages["worker"] and "TORCH_INDEX_URL" in stages["worker"]
+    assert "patch_training" not in stages["base"] + stages["gateway"]
+    assert "COPY patch_training" in stages["worker"]
+    assert '["eraser-gateway", "serve"' in stages["gateway"]
 
 
 def test_the_gateway_starts_without_pytorch_installed() -> None:

@@ -40,6 +40,8 @@ from tests.servers import running_server
 from tests.service.api.conftest import ADMIN, MODEL, PREDICT, random_patch, register_patch
 from tests.service.monitoring.conftest import FEEDBACK, RACES, monitored_settings
 
+pytestmark = pytest.mark.slow  # end-to-end: real processes (`pytest -m "not slow"` skips)
+
 N_ROWS, BATCH = 240, 24
 POSITIVE = "no_recid"  # the compose and test settings' positive (favourable) class
 TOL = 1e-9
@@ -57,8 +59,9 @@ def prometheus() -> str:
 
 @pytest.fixture(scope="module")
 def upstream_url(blackbox_model: MlpWeights) -> Iterator[str]:
-    """The stand-in black box, served as ``eraser serve`` serves (uvloop, httptools): uvicorn's
-    default h11 protocol answers in two writes and meets delayed ACKs, ~45 ms per call here."""
+    """The stand-in black box, served as ``eraser-gateway serve`` serves (uvloop, httptools):
+    uvicorn's default h11 protocol answers in two writes and meets delayed ACKs, ~45 ms per
+    call here."""
     with running_server(create_blackbox(blackbox_model, name=MODEL), **FAST) as url:
         yield url
 

@@ -21,6 +21,8 @@ from service.settings import GatewaySettings
 from tests.fixtures_upstream import V2_PATH, fake_upstream, make_model
 from tests.patch_training.jobs.conftest import spec
 
+pytestmark = pytest.mark.slow  # whole training jobs, ~2 s each (`pytest -m "not slow"` skips)
+
 ALWAYS_PASS = {"min_bias_reduction_pp": -100.0, "max_avg_acc_drop_pp": 100.0}
 NEVER_PASS = {"min_bias_reduction_pp": 100.0}
 

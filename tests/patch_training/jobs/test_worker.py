@@ -20,6 +20,8 @@ from service.settings import GatewaySettings
 from tests.patch_training.jobs.conftest import spec
 from tests.workers import remove_queue, running_worker, with_own_queue
 
+pytestmark = pytest.mark.slow  # end-to-end: real processes (`pytest -m "not slow"` skips)
+
 
 def _wait_for_stage(connection: redis.Redis, job_id: str, stage: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s

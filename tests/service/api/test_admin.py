@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from bench.onnx_patches import mlp_to_onnx
@@ -83,3 +86,28 @@ async def test_an_oversized_artifact_is_a_413(app: FastAPI, client: httpx.AsyncC
     r = await register_patch(client, "big", random_patch(1) + b"\0" * 2048)
     assert r.status_code == 413 and "limit is 0.001 MB" in r.json()["error"]["message"]
     assert (await client.get("/patches", headers=ADMIN)).json() == []
+
+
+async def test_sessions_are_built_on_the_loader_thread_not_the_inference_pool(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator's upload and the hot-load it triggers warm their sessions on the loader
+    thread: the patch-inference pool (threads named ``patch_*``) stays free for requests."""
+    import service.api.routes_admin as routes_admin
+    import service.runtime.stack as stack
+
+    threads: list[str] = []
+
+    def recording(build):  # type: ignore[no-untyped-def]
+        def build_and_note(*args, **kwargs):  # type: ignore[no-untyped-def]
+            threads.append(threading.current_thread().name)
+            return build(*args, **kwargs)
+
+        return build_and_note
+
+    monkeypatch.setattr(routes_admin, "build_session", recording(stack.build_session))
+    monkeypatch.setattr(stack, "build_session", recording(stack.build_session))
+    assert (await register_patch(client, "race", random_patch(3))).status_code == 201
+    assert (await activate(client, [{"patch": "race", "version": 1}], 0)).status_code == 200
+    assert len(threads) == 2  # the upload's check, then the hot-load
+    assert all(name.startswith("patch-loader") for name in threads), threads

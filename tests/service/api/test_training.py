@@ -35,6 +35,8 @@ from service.settings import GatewaySettings, ModelConfig
 from tests.service.api.conftest import ADMIN, MODEL, PREDICT, make_settings
 from tests.workers import remove_queue, running_worker, with_own_queue
 
+pytestmark = pytest.mark.slow  # end-to-end: real processes (`pytest -m "not slow"` skips)
+
 DATA = with_race_feature(load_compas())  # the stand-in used here takes race as an input
 SPLIT = compas_split(DATA)
 CSV = compas_calibration_csv(DATA, SPLIT.calib)

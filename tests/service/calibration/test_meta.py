@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from service.calibration.loader import load_calibration
 from service.calibration.meta import CalibrationMeta, describe
 from tests.service.calibration.builders import (
@@ -11,7 +9,6 @@ from tests.service.calibration.builders import (
     TARGET,
     compas_columns,
     csv_bytes,
-    feature_matrix,
     tabular_model,
 )
 
@@ -29,15 +26,3 @@ def test_describe_counts_every_class_and_group() -> None:
     assert (meta.model, meta.target, meta.bias) == ("compas", TARGET, [BIAS])
     assert meta.sha256 == cal.sha256
     assert CalibrationMeta.model_validate_json(meta.model_dump_json()) == meta
-
-
-def test_subset_keeps_rows_aligned_and_the_provenance() -> None:
-    columns = compas_columns()
-    cal = load_calibration(csv_bytes(columns), tabular_model(), TARGET, [BIAS], 100)
-    idx = np.array([4, 1])
-    part = cal.subset(idx)
-    assert len(part) == 2
-    np.testing.assert_array_equal(part.x, feature_matrix(columns)[idx])
-    np.testing.assert_array_equal(part.y, np.array(columns[TARGET])[idx])
-    assert part.bias[BIAS].tolist() == ["African-American", "Caucasian"]
-    assert (part.sha256, part.format) == (cal.sha256, cal.format)

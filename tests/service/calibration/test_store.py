@@ -41,7 +41,6 @@ async def test_put_then_get_returns_the_bytes_and_meta(store: CalibrationStore) 
     sha = await store.put(data, meta)
     assert sha == hashlib.sha256(data).hexdigest()
     assert await store.get(sha) == (data, meta)
-    assert await store.meta(sha) == meta
 
 
 async def test_sets_never_expire(store: CalibrationStore, redis_client: aioredis.Redis) -> None:
@@ -55,7 +54,7 @@ async def test_put_is_idempotent_and_keeps_the_first_meta(store: CalibrationStor
     data, first = _upload()
     again = first.model_copy(update={"filename": "renamed.csv"})
     assert await store.put(data, first) == await store.put(data, again)
-    assert await store.meta(first.sha256) == first
+    assert (await store.get(first.sha256))[1] == first
 
 
 async def test_same_bytes_for_another_bias_choice_share_one_entry(
@@ -64,7 +63,7 @@ async def test_same_bytes_for_another_bias_choice_share_one_entry(
     data, first = _upload()
     _, second = _upload(bias="age_group")
     assert await store.put(data, first) == await store.put(data, second)
-    assert await store.meta(first.sha256) == first
+    assert (await store.get(first.sha256))[1] == first
 
 
 async def test_put_refuses_meta_for_other_bytes(store: CalibrationStore) -> None:
@@ -76,8 +75,6 @@ async def test_put_refuses_meta_for_other_bytes(store: CalibrationStore) -> None
 async def test_unknown_sha_is_not_found(store: CalibrationStore) -> None:
     with pytest.raises(CalibrationSetNotFound):
         await store.get("0" * 64)
-    with pytest.raises(CalibrationSetNotFound):
-        await store.meta("0" * 64)
     with pytest.raises(CalibrationSetNotFound):
         await store.get("not-a-digest")
 
