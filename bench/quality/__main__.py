@@ -23,6 +23,7 @@ from tqdm import tqdm
 from bench.quality.client import Gateway
 from bench.quality.datasets import DATA_DIR
 from bench.quality.deployed import deployed_onnx
+from bench.quality.gate_stats import gate_stats
 from bench.quality.markdown import plot_paths, write_markdown
 from bench.quality.plots import plot_setting
 from bench.quality.protocol import SETTINGS, Run, evaluate, plan
@@ -40,6 +41,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
     p.add_argument("--settings", default=",".join(SETTINGS), help=f"any of {list(SETTINGS)}")
     p.add_argument("--out", type=Path, help="results folder (default bench/results)")
+    p.add_argument(
+        "--gate-baseline",
+        type=Path,
+        help="an earlier run's quality.json whose gate statistics to keep beside this run's",
+    )
     p.add_argument(
         "--markdown-only",
         action="store_true",
@@ -125,13 +131,19 @@ def _report(
         },
         "_runs": [_run_record(r) for r in results],
     }
+    res["_gate"] = {"this_run": gate_stats(res["_runs"])}
+    if args.gate_baseline is not None:  # the same statistics from an earlier run, for comparison
+        baseline = orjson.loads(args.gate_baseline.read_bytes())
+        res["_gate"]["baseline"] = baseline["_gate"]["this_run"] | {
+            "date": baseline["_meta"]["date"]
+        }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "quality.json").write_bytes(
         orjson.dumps(res, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
     )
     for key in summary:
         plot_setting(SETTINGS[key].title, summary[key], args.out / f"quality_{key}.png")
-    if not args.quick:
+    if not args.quick and args.out == RESULTS:
         write_markdown(ROOT / "BENCHMARKS.md", res, plot_paths(args.out, res))
     return res
 
@@ -139,9 +151,8 @@ def _report(
 def _run_record(run: dict[str, Any]) -> dict[str, Any]:
     """One run as ``quality.json`` keeps it: the job's verdict and out-of-fold calibration
     figures, and each row's three headline numbers (the summary has the rest, over seeds)."""
-    rows = {
-        k: {m: round(row[m], 2) for m in ("avg", "worst", "eo")} for k, row in run["rows"].items()
-    }
+    headline = ("avg", "worst", "eo", "accuracy")
+    rows = {k: {m: round(row[m], 2) for m in headline} for k, row in run["rows"].items()}
     gate = ("avg_group_acc", "eo_bias")  # what the validation gate judged, out of fold
     oof = {k: {m: round(run["out_of_fold"][k][m], 2) for m in gate} for k in ("raw", "fair")}
     kept = {k: v for k, v in run.items() if k not in ("served_revision", "reason")}

@@ -128,8 +128,18 @@ def evaluate(gw: Gateway, run: Run, status_url: str) -> dict[str, Any]:
         "served_revision": first.revision,
         "job_s": round(sum(job["result"]["timings_s"].values()), 2),
         "out_of_fold": patch["out_of_fold"],
+        "gate_eo_change": _eo_change_interval(patch),
         "rows": rows,
     }
+
+
+def _eo_change_interval(patch: dict[str, Any]) -> list[float] | None:
+    """The job's interval for the EO change (fair − raw, points) on its verdict rows."""
+    evidence = patch.get("evidence")
+    if evidence is None:
+        return None
+    change = evidence["change"]["eo_bias"]
+    return [change["low"], change["high"]]
 
 
 def _metrics(task: Task, probs: np.ndarray) -> dict[str, Any]:
