@@ -1,11 +1,12 @@
 """Choosing the patch strength α on calibration rows judged out of fold (Eq. 19 with α).
 
 α = 1 is the paper's rule; a distilled patch is only an estimate of the bias, so a smaller or
-larger α can trade bias against accuracy better. The rule, applied to rows judged out of fold:
-among the α whose equalized-odds bias is not above the α = 1 value and whose average-group
-accuracy is within the validation gate's tolerance of the raw model's, take the best worst-group
-accuracy; ties go to the better average-group accuracy, then to the α closest to 1. When no α
-qualifies, α = 1 (and the gate will say why it fails). The whole curve is kept for the report.
+larger α can trade bias against accuracy better. The rule, applied to the tuning rows judged out
+of fold (never to the verdict rows): among the α whose equalized-odds bias is not above the
+α = 1 value and whose accuracy and average-group accuracy are within the validation gate's
+tolerances of the raw model's, take the best worst-group accuracy; ties go to the better
+average-group accuracy, then to the α closest to 1. When no α qualifies, α = 1 (and the gate
+will say why it fails). The whole curve is kept for the report, with a bootstrap band.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from patch_training.bootstrap import METRICS, Cells, metrics_of, resampled_accuracies
 from patch_training.metrics import GroupReport, group_report
 from service.eraser_math import fair_log_probs
+from service.jobs.spec import GateConfig
 
 _EPS = 1e-9
 
@@ -25,6 +28,7 @@ _EPS = 1e-9
 class AlphaPoint:
     alpha: float
     report: GroupReport
+    band: dict[str, tuple[float, float]]  # metric → bootstrap interval, percent
 
 
 @dataclass(frozen=True)
@@ -32,8 +36,8 @@ class AlphaChoice:
     alpha: float
     curve: list[AlphaPoint]
     rule: str = (
-        "max worst-group accuracy s.t. EO bias <= its alpha=1 value and avg-group accuracy "
-        "within the gate's tolerance of raw"
+        "max worst-group accuracy s.t. EO bias <= its alpha=1 value and accuracy and avg-group "
+        "accuracy within the gate's tolerances of raw (tuning rows, out of fold)"
     )
 
     def at(self, alpha: float) -> GroupReport:
@@ -46,25 +50,45 @@ def alpha_curve(
     y: np.ndarray,
     b: np.ndarray,
     grid: Sequence[float],
+    gate: GateConfig,
+    seed: int = 0,
 ) -> list[AlphaPoint]:
-    """Group metrics of ``argmax(ℓ − α log G)`` for every α in the grid (0 and 1 always in)."""
+    """Group metrics of ``argmax(ℓ − α log G)`` for every α in the grid (0 and 1 always in),
+    each with its bootstrap band (``gate.confidence``, ``gate.bootstrap_draws``)."""
     alphas = sorted({0.0, 1.0, *(float(a) for a in grid)})
+    cells = Cells.of(y, b)
     points = []
     for alpha in alphas:
         pred = np.argmax(fair_log_probs(log_m, [log_g], [alpha]), axis=1)
-        points.append(AlphaPoint(alpha, group_report(y, pred, b)))
+        band = _band(cells, pred == y, gate, seed)
+        points.append(AlphaPoint(alpha, group_report(y, pred, b), band))
     return points
 
 
-def choose_alpha(curve: list[AlphaPoint], max_avg_acc_drop_pp: float) -> AlphaChoice:
+def _band(
+    cells: Cells, correct: np.ndarray, gate: GateConfig, seed: int
+) -> dict[str, tuple[float, float]]:
+    acc = resampled_accuracies(cells, {"fair": correct}, gate.bootstrap_draws, seed)["fair"]
+    tail = 100 * (1 - gate.confidence) / 2
+    draws = metrics_of(acc, cells)
+    return {
+        m: tuple(round(100 * float(v), 4) for v in np.percentile(draws[m], [tail, 100 - tail]))
+        for m in METRICS
+    }
+
+
+def choose_alpha(curve: list[AlphaPoint], gate: GateConfig) -> AlphaChoice:
     """Apply the module's rule to a curve from ``alpha_curve``."""
     at_one = next(p.report for p in curve if p.alpha == 1.0)
-    floor = next(p.report for p in curve if p.alpha == 0.0).avg_group_acc
-    floor -= max_avg_acc_drop_pp / 100
+    raw = next(p.report for p in curve if p.alpha == 0.0)
+    avg_floor = raw.avg_group_acc - gate.max_avg_acc_drop_pp / 100
+    acc_floor = raw.accuracy - gate.max_acc_drop_pp / 100
     allowed = [
         p
         for p in curve
-        if p.report.eo_bias <= at_one.eo_bias + _EPS and p.report.avg_group_acc >= floor - _EPS
+        if p.report.eo_bias <= at_one.eo_bias + _EPS
+        and p.report.avg_group_acc >= avg_floor - _EPS
+        and p.report.accuracy >= acc_floor - _EPS
     ]
     if not allowed:
         return AlphaChoice(alpha=1.0, curve=curve)

@@ -72,3 +72,28 @@ def make_folds(
     if len(y) < folds:
         raise ValueError(f"{len(y)} calibration rows cannot be split into {folds} folds")
     return cross_fit_folds(y, b, folds, seed)
+
+
+@dataclass(frozen=True)
+class RowPlan:
+    """Which calibration rows decide what: ``tuning`` rows fit the nets (by ``folds``, indices
+    into ``tuning``), stop them early and choose α; ``verdict`` rows only judge the served
+    artifact, so the gate's verdict rests on rows that decided nothing."""
+
+    tuning: np.ndarray
+    verdict: np.ndarray
+    folds: list[Fold]
+
+
+def plan_rows(
+    y: np.ndarray,
+    b: np.ndarray,
+    verdict_fraction: float,
+    folds: int,
+    holdout_fraction: float,
+    seed: int,
+) -> RowPlan:
+    """The verdict part first (``verdict_fraction`` of every cell), then the folds of the rest."""
+    outer = split_holdout(y, b, verdict_fraction, seed)
+    inner = make_folds(y[outer.fit], b[outer.fit], folds, holdout_fraction, seed)
+    return RowPlan(tuning=outer.fit, verdict=outer.val, folds=inner)

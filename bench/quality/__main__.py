@@ -149,14 +149,25 @@ def _report(
 
 
 def _run_record(run: dict[str, Any]) -> dict[str, Any]:
-    """One run as ``quality.json`` keeps it: the job's verdict and out-of-fold calibration
-    figures, and each row's three headline numbers (the summary has the rest, over seeds)."""
+    """One run as ``quality.json`` keeps it: the job's verdict and what it was decided on (the
+    verdict rows' changes with their intervals, and the tuning rows that chose α), and each
+    row's headline numbers (the summary has the rest, over seeds)."""
     headline = ("avg", "worst", "eo", "accuracy")
     rows = {k: {m: round(row[m], 2) for m in headline} for k, row in run["rows"].items()}
-    gate = ("avg_group_acc", "eo_bias")  # what the validation gate judged, out of fold
-    oof = {k: {m: round(run["out_of_fold"][k][m], 2) for m in gate} for k in ("raw", "fair")}
-    kept = {k: v for k, v in run.items() if k not in ("served_revision", "reason")}
-    return kept | {"rows": rows, "out_of_fold": oof}
+    gate = ("avg_group_acc", "eo_bias")
+    tuning = {k: {m: round(run["tuning"][k][m], 2) for m in gate} for k in ("raw", "fair")}
+    evidence = run["evidence"]
+    verdict = {
+        "rows": evidence["rows"],
+        "eo": [round(evidence[s]["eo_bias"]["estimate"], 2) for s in ("raw", "fair")],
+        **{
+            f"{m}_change": [round(evidence["change"][m][k], 2) for k in ("estimate", "low", "high")]
+            for m in ("eo_bias", "accuracy", "avg_group_acc")
+        },
+    }
+    dropped = ("served_revision", "reason", "evidence")
+    kept = {k: v for k, v in run.items() if k not in dropped}
+    return kept | {"rows": rows, "tuning": tuning, "verdict": verdict}
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ def section(res: dict[str, Any], plots: dict[str, str]) -> str:
         "job (`POST /patches` → `eraser worker`) that queried it; every number below is computed "
         "from `POST /predict` answers on the test split, which nothing was fitted or tuned on.",
         "",
-        "Metrics (%, `service.fairness_metrics`): average- and worst-group accuracy over "
+        "Metrics (%, `patch_training.metrics`): average- and worst-group accuracy over "
         "(target, bias) groups; EO bias = paper Eq. 20, for a multi-valued bias the mean over "
         "target classes of max − min accuracy across bias groups; fairlearn's "
         "`equalized_odds_difference` (EOD) and `demographic_parity_difference` (DPD) as a "
@@ -60,13 +60,16 @@ def section(res: dict[str, Any], plots: dict[str, str]) -> str:
         "the Eraser does not. ThresholdOptimizer handles binary targets only, so Colored MNIST has "
         "no such row. "
         "Where the gate rejected a patch the gateway keeps serving the raw model, so that seed's "
-        "Eraser rows are the raw model's (counted in the table). The gate judges each patch on "
-        "its job's out-of-fold answers (the job cross-fits: every calibration row is judged by "
-        "the fold net that did not see it, and α is chosen on the same answers): it validates "
-        "a patch whose EO bias falls by at least `gate.min_bias_reduction_pp` while its "
-        "average-group accuracy falls by at most `gate.max_avg_acc_drop_pp`; the per-seed "
-        "tables show what it saw.",
+        "Eraser rows are the raw model's (counted in the table). Each job sets aside a share of "
+        "every (target, bias) cell of its calibration set as verdict rows: the nets are fitted, "
+        "stopped early and α is chosen on the other rows only, and the gate judges the exported "
+        "graph at the chosen α on the verdict rows, on bootstrap intervals (resampling within "
+        "each cell). It validates a patch only when the interval of the EO bias reduction lies "
+        "above `gate.min_bias_reduction_pp` and the intervals of the accuracy and average-group "
+        "accuracy drops lie below `gate.max_acc_drop_pp` and `gate.max_avg_acc_drop_pp`; the "
+        "per-seed tables show what it saw.",
         "", *_summary(res), "", *_targets(res["_targets"], runs), "",
+        *_gate_record(res.get("_gate")),
     ]  # fmt: skip
     for key in SETTINGS:
         if key in res:
@@ -302,25 +305,54 @@ def _per_seed(runs: Runs) -> list[str]:
     """Each job's verdict and the figures it was judged on, beside what was served on test."""
     if not runs:
         return []
-    lines = ["", "Per seed: the job's α and gate verdict, the out-of-fold calibration figures "
-             "the gate judged (raw → patched), what the gateway served at the job's α on the "
-             "test split, and the job's own time:", "",
-             "| deployed | calibration | seed | α | gate | out-of-fold EO | out-of-fold "
-             "avg-group | test avg / worst / EO | job (s) |",
-             "|---|---|---:|---:|---|---:|---:|---:|---:|"]  # fmt: skip
+    lines = ["", "Per seed: the job's α and gate verdict; on its verdict rows (the exported "
+             "patch at that α, rows that decided nothing else) the EO bias raw → patched and "
+             "the interval of the change; what the gateway served at the job's α on the test "
+             "split; and the job's own time:", "",
+             "| deployed | calibration | seed | α | gate | verdict rows | verdict EO | "
+             "EO change [interval] | test avg / worst / EO | job (s) |",
+             "|---|---|---:|---:|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     order = {"vanilla": 0, "unfair": 1, "full": 0, "small": 1}
     for r in sorted(runs, key=lambda r: (order[r["variant"]], order[r["calibration"]], r["seed"])):
-        oof, served = r["out_of_fold"], r["rows"]["eraser_tuned"]
+        verdict, served = r["verdict"], r["rows"]["eraser_tuned"]
+        change = verdict["eo_bias_change"]
         cells = [
             r["variant"], f"{r['calibration_rows']} rows", str(r["seed"]), f"{r['alpha']:g}",
             r["status"] if r["status"] == "validated" else f"**{r['status']}**",
-            f"{oof['raw']['eo_bias']:.2f} → {oof['fair']['eo_bias']:.2f}",
-            f"{oof['raw']['avg_group_acc']:.2f} → {oof['fair']['avg_group_acc']:.2f}",
+            str(verdict["rows"]),
+            f"{verdict['eo'][0]:.2f} → {verdict['eo'][1]:.2f}",
+            f"{change[0]:.2f} [{change[1]:.2f}, {change[2]:.2f}]",
             " / ".join(f"{served[m]:.2f}" for m in ("avg", "worst", "eo")),
             f"{r['job_s']:.1f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _gate_record(gate: dict[str, Any] | None) -> list[str]:
+    """How far the gate's verdicts held on the test split (``gate_stats``), this run beside
+    the baseline run when one was given."""
+    if not gate:
+        return []
+    runs = [("this run", gate["this_run"])]
+    if "baseline" in gate:
+        runs.insert(0, (f"baseline run ({gate['baseline']['date']})", gate["baseline"]))
+    tolerance = gate["this_run"]["all"]["acc_tolerance_pp"]
+    lines = ["### The gate, judged on the test split", "",
+             "A *false validation* is a validated patch whose test-split EO bias did not fall, "
+             f"or whose test accuracy fell by more than {tolerance:g} points; *coverage* is the "
+             "share of validated patches whose test-split EO change lies inside the interval "
+             "their job reported (jobs that report one).", "",
+             "| run | setting | validated | rejected | false validations | coverage |",
+             "|---|---|---:|---:|---:|---:|"]  # fmt: skip
+    for label, stats in runs:
+        for key in [*(k for k in SETTINGS if k in stats), "all"]:
+            row = stats[key]
+            coverage = "—" if row["coverage"] is None else (
+                f"{row['coverage']:.2f} ({row['covered']}/{row['with_interval']})")
+            lines.append(f"| {label} | {key} | {row['validated']} | {row['rejected']} | "
+                         f"{row['false_validations']} | {coverage} |")  # fmt: skip
+    return [*lines, ""]
 
 
 # --- across settings ------------------------------------------------------------------------

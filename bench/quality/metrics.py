@@ -1,4 +1,4 @@
-"""One row's numbers: the product's group metrics (``service.fairness_metrics``, the paper's
+"""One row's numbers: the product's group metrics (``patch_training.metrics``, the paper's
 definitions) plus fairlearn's equalized-odds and demographic-parity differences as a
 cross-check from an independent implementation (binary targets only: fairlearn has no
 multi-class form of either)."""

@@ -127,7 +127,8 @@ def evaluate(gw: Gateway, run: Run, status_url: str) -> dict[str, Any]:
         "reason": patch["reason"],
         "served_revision": first.revision,
         "job_s": round(sum(job["result"]["timings_s"].values()), 2),
-        "out_of_fold": patch["out_of_fold"],
+        "tuning": patch["tuning"],
+        "evidence": patch["evidence"],
         "gate_eo_change": _eo_change_interval(patch),
         "rows": rows,
     }

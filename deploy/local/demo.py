@@ -5,8 +5,9 @@
 2. The gateway starts in front of it, with Redis as its registry.
 3. A training worker (`eraser worker`) listens on the job queue.
 4. The bundled calibration split is uploaded to `POST /patches` as a CSV; the worker queries the
-   black box through the gateway's own upstream adapter, distils the Eraser patch, tunes α on a
-   held-out part, exports and registers it, and activates it because it passes the gate.
+   black box through the gateway's own upstream adapter, distils the Eraser patch on the tuning
+   rows, tunes α there, exports it, judges the exported patch on verdict rows that decided
+   nothing else, registers it, and activates it if the gate's intervals clear its thresholds.
 5. The test split (never seen by the black box or the patch) goes through `/predict`; raw vs
    fair group metrics are printed.
 """
@@ -100,11 +101,15 @@ def _train_patch(gw: httpx.Client, data: CompasData, calib: np.ndarray) -> None:
     print(f"calibration: {accepted['rows']} rows uploaded, job {accepted['job_id']} queued")
     job = _wait_for_job(gw, accepted["status_url"])
     for patch in job["result"]["patches"]:
-        fair, raw = patch["out_of_fold"]["fair"], patch["out_of_fold"]["raw"]
+        evidence = patch["evidence"]
+        raw, fair = (evidence[s]["eo_bias"]["estimate"] for s in ("raw", "fair"))
+        change = evidence["change"]["eo_bias"]
         print(
-            f"patch {patch['name']} v{patch['version']}: {patch['status']} "
-            f"(calibration EO bias, out of fold, {raw['eo_bias']:.2f} -> {fair['eo_bias']:.2f} at "
-            f"alpha={patch['alpha']}), active: {patch['activated']}"
+            f"patch {patch['name']} v{patch['version']}: {patch['status']} at alpha="
+            f"{patch['alpha']}, active: {patch['activated']}\n"
+            f"  on {evidence['rows']} verdict rows: EO bias {raw:.2f} -> {fair:.2f}, change "
+            f"{change['estimate']:.2f} [{change['low']:.2f}, {change['high']:.2f}] "
+            f"({100 * evidence['confidence']:g}% interval)"
         )
         print(f"  report: {gw.base_url}/patches/{patch['name']}/versions/{patch['version']}/report")
     print(f"training took {sum(job['result']['timings_s'].values()):.1f} s in the worker")

@@ -1,10 +1,13 @@
-"""A training job, whatever its method: calibration set → black-box answers → method fit →
-α tuning → validation gate → ONNX export with a parity check → report → signed version →
-activation (only when asked, and only when the gate passed).
+"""A training job, whatever its method: calibration set → black-box answers → rows split into
+tuning and verdict parts → method fit on the tuning rows → α tuning (tuning rows, out of fold)
+→ ONNX export with a parity check → the validation gate on the verdict rows (the exported graph,
+bootstrap intervals) → report → signed version → activation (only when asked, only if the gate
+passed).
 
-The method (``patch_training.methods``) builds the net and its out-of-fold log-outputs;
-everything else here is shared, so every kind of patch is judged, exported and registered the
-same way. The version, its verdict and its report are written in one atomic registry write.
+The method (``patch_training.methods``) builds the net and its out-of-fold log-outputs and never
+sees a verdict row; everything else here is shared, so every kind of patch is judged, exported
+and registered the same way. The version, its verdict and its report are written in one atomic
+registry write.
 """
 
 from __future__ import annotations
@@ -19,15 +22,18 @@ import numpy as np
 
 from patch_training.alpha import AlphaChoice, alpha_curve, choose_alpha
 from patch_training.blackbox import query_log_probs
-from patch_training.folds import make_folds
-from patch_training.gate import judge
+from patch_training.evidence import paired_evidence, served_log_bias
+from patch_training.folds import RowPlan, plan_rows
+from patch_training.gate import Verdict, judge
 from patch_training.jobs.activation import activate
 from patch_training.jobs.context import JobContext
-from patch_training.jobs.report import report_dict, stored_report
+from patch_training.jobs.report import RowCounts, report_dict, stored_report
 from patch_training.methods import METHODS
 from patch_training.methods.base import FittedPatch, Method, MethodInput
+from patch_training.metrics import GroupReport, group_report
 from service.calibration.dataset import CalibrationSet
-from service.jobs.spec import JobResult, PatchOutcome, TrainingJobSpec
+from service.eraser_math import fair_log_probs
+from service.jobs.spec import Evidence, JobResult, PatchOutcome, TrainingJobSpec
 from service.registry.models import REJECTED, VALIDATED, PatchSpec, StackEntry, VersionStatus
 from service.settings import ModelConfig
 
@@ -54,6 +60,15 @@ class TrainedPatch:
     parity_max_abs_diff: float
 
 
+@dataclass(frozen=True)
+class Judged:
+    """The gate's verdict on the served artifact, the evidence, and α = 1 for the report."""
+
+    verdict: Verdict
+    evidence: Evidence
+    at_alpha_1: GroupReport
+
+
 async def run_training(spec: TrainingJobSpec, calib: CalibrationSet, ctx: JobContext) -> JobResult:
     """Run the whole job for every bias column of ``spec``; see the module docstring."""
     model = ctx.model(spec.model)
@@ -61,22 +76,29 @@ async def run_training(spec: TrainingJobSpec, calib: CalibrationSet, ctx: JobCon
     timer = _Timer()
     with timer("query"):
         log_m, cached = await _query(model, calib, ctx)
-    outcomes, judged_rows = [], 0
+    outcomes, plan = [], None
     for column in spec.bias:
         b = calib.bias[column]
-        folds = make_folds(calib.y, b, spec.folds, spec.holdout_fraction, spec.seed)
-        data = MethodInput(calib.x, log_m, calib.y, b, folds, model, spec)
+        plan = plan_rows(
+            calib.y, b, spec.verdict_fraction, spec.folds, spec.holdout_fraction, spec.seed
+        )
+        t = plan.tuning
+        data = MethodInput(calib.x[t], log_m[t], calib.y[t], b[t], plan.folds, model, spec)
         with timer("train"):
             trained = _train(method, data, ctx)
-        judged_rows = len(trained.fitted.judged)
+        with timer("verdict"):
+            judged = _judge(trained, calib, log_m, b, plan, data)
         with timer("register"):
-            outcomes.append(await _register(method, data, column, calib, trained, ctx))
+            outcomes.append(
+                await _register(method, data, column, calib, plan, trained, judged, ctx)
+            )
     revision = await _activate(spec, model, outcomes, ctx) if spec.activate else None
     return JobResult(
         method=spec.method,
         calibration_set_id=calib.sha256,
         rows=len(calib),
-        judged_rows=judged_rows,
+        tuning_rows=len(plan.tuning) if plan else 0,
+        verdict_rows=len(plan.verdict) if plan else 0,
         cached_outputs=cached,
         patches=outcomes,
         stack_revision=revision,
@@ -110,14 +132,36 @@ def _train(method: Method, data: MethodInput, ctx: JobContext) -> TrainedPatch:
     limit_threads(ctx.settings.training.torch_threads)
     with ctx.progress.stage("train", data.epochs_budget, unit="epoch") as advance:
         fitted = method.fit(data, on_epoch=lambda *_: advance(1))
-    j = fitted.judged
+    j, spec = fitted.judged, data.spec
     curve = alpha_curve(
-        data.log_m[j], fitted.out_of_fold[j], data.y[j], data.b[j], data.spec.alpha_grid
-    )
+        data.log_m[j], fitted.out_of_fold[j], data.y[j], data.b[j], spec.alpha_grid, spec.gate,
+        spec.seed,
+    )  # fmt: skip
     blob = export_patch(fitted.served, data.model.input.shape)
     parity = check_parity(fitted.served, blob, data.x[j][:PARITY_ROWS])
-    choice = choose_alpha(curve, data.spec.gate.max_avg_acc_drop_pp)
+    choice = choose_alpha(curve, spec.gate)
     return TrainedPatch(fitted, choice, blob, parity)
+
+
+def _judge(
+    trained: TrainedPatch,
+    calib: CalibrationSet,
+    log_m: np.ndarray,
+    b: np.ndarray,
+    plan: RowPlan,
+    data: MethodInput,
+) -> Judged:
+    """The exported graph, in ONNX Runtime, on the verdict rows: what would be served."""
+    v, spec = plan.verdict, data.spec
+    log_g = served_log_bias(trained.blob, calib.x[v], data.model)
+    raw = np.argmax(log_m[v], axis=1)
+    fair = np.argmax(fair_log_probs(log_m[v], [log_g], [trained.alpha.alpha]), axis=1)
+    gate = spec.gate
+    evidence = paired_evidence(
+        calib.y[v], b[v], raw, fair, gate.bootstrap_draws, gate.confidence, spec.seed
+    )
+    at_one = np.argmax(fair_log_probs(log_m[v], [log_g], [1.0]), axis=1)
+    return Judged(judge(evidence, gate), evidence, group_report(calib.y[v], at_one, b[v]))
 
 
 async def _register(
@@ -125,25 +169,28 @@ async def _register(
     data: MethodInput,
     column: str,
     calib: CalibrationSet,
+    plan: RowPlan,
     trained: TrainedPatch,
+    judged: Judged,
     ctx: JobContext,
 ) -> PatchOutcome:
-    spec, model, choice = data.spec, data.model, trained.alpha
+    spec, model, choice, verdict = data.spec, data.model, trained.alpha, judged.verdict
     name = spec.patch_name(column)
-    verdict = judge(choice.at(0.0), choice.at(choice.alpha), spec.gate)
     training = _training_record(spec, column, trained, ctx)
+    rows = RowCounts(len(calib), len(plan.tuning), len(plan.verdict), len(plan.folds))
     report = report_dict(
         patch=name,
         bias=column,
         choice=choice,
         verdict=verdict,
+        evidence=judged.evidence,
+        at_alpha_1=judged.at_alpha_1,
+        rows=rows,
         training=training,
         calibration={"sha256": calib.sha256, "rows": len(calib), "format": calib.format},
     )
-    metrics = {
-        k: {m: v for m, v in report[k].items() if m != "group_acc"}
-        for k in ("raw", "fair", "alpha_1")
-    }
+    tuning = {k: choice.at(a).as_percent() for k, a in _TUNING_POINTS.items()}
+    tuning["fair"] = choice.at(choice.alpha).as_percent()
     status = VALIDATED if verdict.passed else REJECTED
     manifest = await ctx.registry.register_version(
         name,
@@ -155,7 +202,7 @@ async def _register(
             default_alpha=choice.alpha,
             training_config=training,
             calibration_set_id=calib.sha256,
-            validation_metrics={"out_of_fold": metrics, "gate": report["gate"]},
+            validation_metrics={"verdict": report["verdict"], "tuning": tuning},
         ),
         trained.blob,
         status=VersionStatus(status=status, reason=verdict.reason),
@@ -170,8 +217,13 @@ async def _register(
         status=status,
         reason=verdict.reason,
         alpha=choice.alpha,
-        out_of_fold=metrics,
+        evidence=judged.evidence,
+        rows_per_group_needed=verdict.rows_per_group_needed,
+        tuning=tuning,
     )
+
+
+_TUNING_POINTS = {"raw": 0.0, "alpha_1": 1.0}  # and "fair": the chosen α
 
 
 def _training_record(
@@ -193,7 +245,7 @@ def _training_record(
             }
             for fit in trained.fitted.fits
         ],
-        "judged_rows": len(trained.fitted.judged),
+        "tuning_rows_judged_out_of_fold": len(trained.fitted.judged),
         "onnx_parity_max_abs_diff": trained.parity_max_abs_diff,
     }
 

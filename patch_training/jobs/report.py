@@ -1,12 +1,14 @@
-"""The training report stored with every version: out-of-fold numbers as JSON, and a PNG plot.
+"""The training report stored with every version: JSON, and a PNG plot.
 
-Operators decide whether to activate from this, so it shows the evidence the gate used: group
-accuracies raw vs fair, the α curve with the chosen α, and how distillation and export went.
+Operators decide whether to activate from this, so it shows the evidence the gate used and which
+rows decided what: the headline numbers and the verdict come from the verdict rows (the served
+artifact, with bootstrap intervals), the α curve from the tuning rows out of fold (with a band).
 """
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -14,7 +16,16 @@ import orjson
 from patch_training.alpha import AlphaChoice
 from patch_training.gate import Verdict
 from patch_training.metrics import GroupReport
+from service.jobs.spec import Evidence
 from service.registry.models import PatchReport
+
+
+@dataclass(frozen=True)
+class RowCounts:
+    calibration: int
+    tuning: int
+    verdict: int
+    folds: int
 
 
 def _metrics(report: GroupReport) -> dict[str, Any]:
@@ -27,21 +38,37 @@ def report_dict(
     bias: str,
     choice: AlphaChoice,
     verdict: Verdict,
+    evidence: Evidence,
+    at_alpha_1: GroupReport,
+    rows: RowCounts,
     training: dict[str, Any],
     calibration: dict[str, Any],
 ) -> dict[str, Any]:
-    """Everything measured out of fold, in percent (paper Eq. 20 for the EO bias)."""
+    """Percent throughout (paper Eq. 20 for the EO bias); see the module docstring."""
     return {
         "patch": patch,
         "bias": bias,
-        "metrics_unit": "percent; eo_bias = paper Eq. 20 on calibration rows judged out of fold",
-        "raw": _metrics(choice.at(0.0)),
-        "fair": _metrics(choice.at(choice.alpha)),
-        "alpha_1": _metrics(choice.at(1.0)),
+        "metrics_unit": (
+            f"percent; intervals are {100 * evidence.confidence:g}% bootstrap percentile "
+            "intervals, resampling within each (target, bias) group"
+        ),
+        "rows": _rows(rows),
+        "verdict": {
+            "passed": verdict.passed,
+            "reason": verdict.reason,
+            "rows_per_group_needed": verdict.rows_per_group_needed,
+            **evidence.model_dump(),
+        },
+        "raw": _point(evidence, "raw"),
+        "fair": _point(evidence, "fair"),
+        "alpha_1": _metrics(at_alpha_1),
         "alpha": {
             "chosen": choice.alpha,
             "rule": choice.rule,
-            "curve": [{"alpha": p.alpha, **p.report.as_percent()} for p in choice.curve],
+            "judged_on": f"{rows.tuning} tuning rows, each by the fold net that did not fit it",
+            "curve": [
+                {"alpha": p.alpha, **p.report.as_percent(), "band": p.band} for p in choice.curve
+            ],
         },
         "gate": {"passed": verdict.passed, "reason": verdict.reason},
         "training": training,
@@ -49,8 +76,32 @@ def report_dict(
     }
 
 
+def _rows(rows: RowCounts) -> dict[str, Any]:
+    return {
+        "calibration": rows.calibration,
+        "tuning": rows.tuning,
+        "verdict": rows.verdict,
+        "decided": {
+            "fitting and early stopping": f"tuning rows, in {rows.folds} fold(s)",
+            "alpha": "tuning rows, out of fold",
+            "verdict and the headline numbers": "verdict rows, used for nothing else",
+        },
+    }
+
+
+def _point(evidence: Evidence, stage: str) -> dict[str, Any]:
+    """A stage's estimates on the verdict rows, in the shape the plot reads."""
+    metrics = getattr(evidence, stage)
+    groups = evidence.groups[stage]
+    return {
+        **{m: v.estimate for m, v in metrics.items()},
+        "group_acc": {g: v.estimate for g, v in groups.items()},
+    }
+
+
 def render_png(report: dict[str, Any]) -> bytes:
-    """Two panels: per-group accuracy raw vs fair, and the α curve (headless backend)."""
+    """Two panels: per-group accuracy raw vs fair with error bars, and the α curve with its
+    bands (headless backend)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -60,22 +111,34 @@ def render_png(report: dict[str, Any]) -> bytes:
     bars, curve = fig.subplots(1, 2)
     _group_bars(bars, report)
     _alpha_curve(curve, report)
-    fig.suptitle(f"{report['patch']}: calibration rows out of fold (bias: {report['bias']})")
+    fig.suptitle(f"{report['patch']} (bias: {report['bias']}): {_verdict_line(report)}")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     return buf.getvalue()
 
 
+def _verdict_line(report: dict[str, Any]) -> str:
+    verdict = report["verdict"]
+    return f"{'validated' if verdict['passed'] else 'rejected'} on {verdict['rows']} verdict rows"
+
+
 def _group_bars(ax: Any, report: dict[str, Any]) -> None:
-    groups = list(report["raw"]["group_acc"])
-    xs = range(len(groups))
-    raw = [report["raw"]["group_acc"][g] for g in groups]
-    fair = [report["fair"]["group_acc"].get(g, 0.0) for g in groups]
-    ax.bar([x - 0.2 for x in xs], raw, width=0.4, label="raw")
-    ax.bar([x + 0.2 for x in xs], fair, width=0.4, label=f"fair (α={report['alpha']['chosen']})")
-    ax.set_xticks(list(xs), groups, rotation=30, ha="right", fontsize=8)
+    groups = report["verdict"]["groups"]
+    names = list(groups["raw"])
+    xs = range(len(names))
+    for offset, stage, label in ((-0.2, "raw", "raw"), (0.2, "fair", "fair")):
+        values = [groups[stage][g] for g in names]
+        estimates = [v["estimate"] for v in values]
+        errors = [
+            [v["estimate"] - v["low"] for v in values],
+            [v["high"] - v["estimate"] for v in values],
+        ]
+        if stage == "fair":
+            label = f"fair (α={report['alpha']['chosen']})"
+        ax.bar([x + offset for x in xs], estimates, width=0.4, yerr=errors, capsize=3, label=label)
+    ax.set_xticks(list(xs), names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("accuracy (%)")
-    ax.set_title("group accuracy (target, bias)")
+    ax.set_title("group accuracy on the verdict rows (interval bars)")
     ax.legend()
 
 
@@ -87,11 +150,14 @@ def _alpha_curve(ax: Any, report: dict[str, Any]) -> None:
         ("avg_group_acc", "avg-group acc"),
         ("eo_bias", "EO bias"),
     ):
-        ax.plot(alphas, [p[key] for p in points], marker=".", label=label)
+        (line,) = ax.plot(alphas, [p[key] for p in points], marker=".", label=label)
+        low = [p["band"][key][0] for p in points]
+        high = [p["band"][key][1] for p in points]
+        ax.fill_between(alphas, low, high, color=line.get_color(), alpha=0.15)
     ax.axvline(report["alpha"]["chosen"], color="grey", linestyle="--", label="chosen α")
     ax.set_xlabel("α")
     ax.set_ylabel("%")
-    ax.set_title("α curve")
+    ax.set_title("α curve on the tuning rows, out of fold (bands)")
     ax.legend(fontsize=8)
 
 

@@ -23,16 +23,28 @@ DEFAULT_ALPHA_GRID = [i / 8 for i in range(17)]  # 0, 0.125, ..., 2
 
 
 class GateConfig(BaseModel):
-    """When a patch counts as helping (both in percentage points, judged out of fold)."""
+    """When a patch counts as helping: judged on the verdict rows (which decided nothing else),
+    on the bootstrap interval of each change, in percentage points."""
 
     model_config = ConfigDict(extra="forbid")
 
     min_bias_reduction_pp: float = Field(
-        default=1.0, description="EO bias must fall by at least this many points"
+        default=1.0, description="EO bias must fall by at least this many points (lower bound)"
+    )
+    max_acc_drop_pp: float = Field(
+        default=5.0, ge=0, description="accuracy may fall by at most this (upper bound)"
     )
     max_avg_acc_drop_pp: float = Field(
-        default=2.0, ge=0, description="average-group accuracy may fall by at most this"
+        default=5.0, ge=0, description="average-group accuracy may fall by at most this"
     )
+    confidence: float = Field(
+        default=0.9,
+        gt=0.5,
+        lt=1,
+        description="of the two-sided intervals; each threshold is then a one-sided check at "
+        "(1 + confidence) / 2 (95 % by default)",
+    )
+    bootstrap_draws: int = Field(default=2000, ge=100, le=100_000, description="resamples")
 
 
 class TrainingJobSpec(BaseModel):
@@ -59,6 +71,13 @@ class TrainingJobSpec(BaseModel):
     )
     holdout_fraction: float = Field(
         default=0.25, gt=0, lt=1, description="the held-out part when folds = 1"
+    )
+    verdict_fraction: float = Field(
+        default=0.3,
+        ge=0.1,
+        le=0.6,
+        description="share of every (target, bias) cell set aside for the gate's verdict: "
+        "never used to fit, stop early or choose α",
     )
     arch: Arch = Field(default="auto", description="auto: MLP for [F] inputs, small CNN for images")
     hidden: list[int] = Field(default=[64, 64], description="MLP hidden widths")
@@ -97,6 +116,27 @@ class TrainingJobSpec(BaseModel):
         return re.sub(r"[^A-Za-z0-9_.-]", "_", base)[:64]
 
 
+class Interval(BaseModel):
+    """A metric (percent) or a change (points): estimate and bootstrap interval."""
+
+    estimate: float
+    low: float
+    high: float
+
+
+class Evidence(BaseModel):
+    """What the gate decided on: the served artifact on the verdict rows."""
+
+    rows: int = Field(description="verdict rows: used for nothing but this")
+    confidence: float
+    draws: int
+    raw: dict[str, Interval]
+    fair: dict[str, Interval]
+    change: dict[str, Interval] = Field(description="fair − raw, points")
+    groups: dict[str, dict[str, Interval]] = Field(description="stage → group → accuracy")
+    group_rows: dict[str, int]
+
+
 class PatchOutcome(BaseModel):
     """One registered patch version and the gate's verdict on it."""
 
@@ -107,8 +147,12 @@ class PatchOutcome(BaseModel):
     reason: str
     alpha: float
     activated: bool = False
-    out_of_fold: dict[str, dict[str, float]] = Field(
-        description="raw / fair / alpha_1 metrics on the judged rows, %"
+    evidence: Evidence
+    rows_per_group_needed: int | None = Field(
+        default=None, description="when the evidence was not enough: verdict rows per group"
+    )
+    tuning: dict[str, dict[str, float]] = Field(
+        description="raw / fair / alpha_1 metrics on the tuning rows, out of fold (what chose α)"
     )
 
 
@@ -118,7 +162,8 @@ class JobResult(BaseModel):
     method: Method
     calibration_set_id: str
     rows: int
-    judged_rows: int = Field(description="rows α and the gate were judged on (out of fold)")
+    tuning_rows: int = Field(description="rows that fitted the nets and chose α")
+    verdict_rows: int = Field(description="rows the gate judged on, used for nothing else")
     cached_outputs: bool = Field(description="black-box answers came from the cache")
     patches: list[PatchOutcome]
     stack_revision: int | None = Field(default=None, description="set when activated")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from patch_training.folds import cross_fit_folds, make_folds, split_holdout
+from patch_training.folds import cross_fit_folds, make_folds, plan_rows, split_holdout
 
 
 def test_every_cell_is_split_in_proportion_and_deterministically() -> None:
@@ -51,3 +51,18 @@ def test_make_folds_is_one_held_out_part_for_one_fold_and_refuses_too_few_rows()
     assert len(single.val) == 8
     with pytest.raises(ValueError, match="folds"):
         make_folds(y[:3], b[:3], 4, 0.25, seed=0)
+
+
+def test_verdict_rows_are_set_aside_from_every_cell_and_the_folds_never_touch_them() -> None:
+    rng = np.random.default_rng(5)
+    y, b = rng.integers(0, 2, 400), rng.choice(["a", "b", "c"], 400)
+    plan = plan_rows(y, b, verdict_fraction=0.3, folds=4, holdout_fraction=0.25, seed=1)
+    assert np.intersect1d(plan.tuning, plan.verdict).size == 0
+    assert np.array_equal(np.sort(np.concatenate([plan.tuning, plan.verdict])), np.arange(400))
+    for cls in (0, 1):
+        for group in ("a", "b", "c"):
+            cell = np.flatnonzero((y == cls) & (b == group))
+            share = np.isin(cell, plan.verdict).mean()
+            assert abs(share - 0.3) < 0.05, (cls, group)
+    judged = np.concatenate([fold.val for fold in plan.folds])
+    assert np.array_equal(np.sort(judged), np.arange(len(plan.tuning)))  # indices into tuning

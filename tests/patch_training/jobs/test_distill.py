@@ -23,7 +23,11 @@ from tests.patch_training.jobs.conftest import spec
 
 pytestmark = pytest.mark.slow  # whole training jobs, ~2 s each (`pytest -m "not slow"` skips)
 
-ALWAYS_PASS = {"min_bias_reduction_pp": -100.0, "max_avg_acc_drop_pp": 100.0}
+ALWAYS_PASS = {
+    "min_bias_reduction_pp": -100.0,
+    "max_avg_acc_drop_pp": 100.0,
+    "max_acc_drop_pp": 100.0,
+}
 NEVER_PASS = {"min_bias_reduction_pp": 100.0}
 
 
@@ -44,10 +48,16 @@ async def test_job_registers_a_signed_version_with_its_report(
     body = orjson.loads(report.json_bytes)
     assert body["alpha"]["chosen"] == outcome.alpha
     assert {p["alpha"] for p in body["alpha"]["curve"]} >= {0.0, 1.0}
-    assert body["raw"]["eo_bias"] == pytest.approx(outcome.out_of_fold["raw"]["eo_bias"])
+    assert body["raw"]["eo_bias"] == pytest.approx(outcome.evidence.raw["eo_bias"].estimate)
+    assert body["verdict"]["change"] == outcome.evidence.model_dump()["change"]
+    signed = manifest.validation_metrics["verdict"]  # what GET /patches/{name}/versions/{v} shows
+    assert signed["change"]["eo_bias"] == outcome.evidence.change["eo_bias"].model_dump()
+    assert signed["passed"] == (outcome.status == "validated")
     assert report.png is not None and report.png.startswith(b"\x89PNG")
     # Cross-fitting (4 folds by default): every row judged by the fold net that did not see it.
-    assert result.rows == result.judged_rows == len(calibration)
+    assert result.tuning_rows + result.verdict_rows == result.rows == len(calibration)
+    assert outcome.evidence.rows == result.verdict_rows
+    assert body["rows"]["verdict"] == result.verdict_rows
     assert manifest.training_config["net"]["folds"] == len(manifest.training_config["fit"]) == 4
 
 
@@ -66,7 +76,7 @@ async def test_same_seed_gives_the_same_patch(ctx: JobContext, calibration: Cali
     blob_a = await ctx.registry.get_blob(await ctx.registry.get_manifest("a", 1))
     blob_b = await ctx.registry.get_blob(await ctx.registry.get_manifest("b", 1))
     assert blob_a == blob_b
-    assert a.patches[0].out_of_fold == b.patches[0].out_of_fold
+    assert a.patches[0].evidence == b.patches[0].evidence
 
 
 async def test_rejected_version_stays_registered_and_is_never_activated(
@@ -137,3 +147,44 @@ async def test_image_calibration_set_trains_a_cnn_patch(
     assert manifest.input_shape == [3, 8, 8] and manifest.classes == ["c0", "c1", "c2"]
     assert manifest.training_config["net"]["class"] == "SmallCNN"
     assert manifest.training_config["onnx_parity_max_abs_diff"] <= 1e-4
+
+
+async def test_the_gate_judges_the_registered_artifact_on_rows_the_method_never_saw(
+    ctx: JobContext, calibration: CalibrationSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from patch_training.evidence import paired_evidence, served_log_bias
+    from patch_training.folds import plan_rows
+    from patch_training.methods import METHODS
+    from service.eraser_math import fair_log_probs
+
+    seen: list[int] = []
+    eraser = METHODS["eraser"]
+    original = type(eraser).fit
+
+    def recording_fit(self, data, on_epoch=None):  # type: ignore[no-untyped-def]
+        seen.append(len(data.x))
+        return original(self, data, on_epoch)
+
+    monkeypatch.setattr(type(eraser), "fit", recording_fit)
+    job = spec(name="race")
+    result = await run_training(job, calibration, ctx)
+    [outcome] = result.patches
+    assert seen == [result.tuning_rows]  # the method got the tuning rows only
+    plan = plan_rows(calibration.y, calibration.bias["race"], job.verdict_fraction, job.folds,
+                     job.holdout_fraction, job.seed)  # fmt: skip
+    v = plan.verdict
+    manifest = await ctx.registry.get_manifest("race", outcome.version)
+    model = ctx.model("compas")
+    log_m, _ = await _answers(ctx, calibration)
+    log_g = served_log_bias(await ctx.registry.get_blob(manifest), calibration.x[v], model)
+    fair = np.argmax(fair_log_probs(log_m[v], [log_g], [outcome.alpha]), axis=1)
+    again = paired_evidence(calibration.y[v], calibration.bias["race"][v],
+                            np.argmax(log_m[v], axis=1), fair, job.gate.bootstrap_draws,
+                            job.gate.confidence, job.seed)  # fmt: skip
+    assert again == outcome.evidence
+
+
+async def _answers(ctx: JobContext, calibration: CalibrationSet) -> tuple[np.ndarray, bool]:
+    from patch_training.blackbox import query_log_probs
+
+    return await query_log_probs(ctx.model("compas"), calibration.x, ctx.cache)
