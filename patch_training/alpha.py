@@ -16,7 +16,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from patch_training.bootstrap import METRICS, Cells, metrics_of, resampled_accuracies
+from patch_training.bootstrap import (
+    METRICS,
+    Cells,
+    interval,
+    metrics_of,
+    observed_accuracies,
+    resampled_accuracies,
+)
 from patch_training.metrics import GroupReport, group_report
 from service.eraser_math import fair_log_probs
 from service.jobs.spec import GateConfig
@@ -68,13 +75,12 @@ def alpha_curve(
 def _band(
     cells: Cells, correct: np.ndarray, gate: GateConfig, seed: int
 ) -> dict[str, tuple[float, float]]:
+    """Each metric's interval at one α, as the gate computes intervals (``bootstrap.interval``)."""
     acc = resampled_accuracies(cells, {"fair": correct}, gate.bootstrap_draws, seed)["fair"]
-    tail = 100 * (1 - gate.confidence) / 2
+    observed = metrics_of(observed_accuracies(cells, correct), cells)
     draws = metrics_of(acc, cells)
-    return {
-        m: tuple(round(100 * float(v), 4) for v in np.percentile(draws[m], [tail, 100 - tail]))
-        for m in METRICS
-    }
+    bands = {m: interval(float(observed[m]), draws[m], gate.confidence) for m in METRICS}
+    return {m: (iv.low, iv.high) for m, iv in bands.items()}
 
 
 def choose_alpha(curve: list[AlphaPoint], gate: GateConfig) -> AlphaChoice:

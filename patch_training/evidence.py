@@ -44,7 +44,10 @@ def paired_evidence(
 
     change = {
         m: interval(
-            float(point["fair"][m] - point["raw"][m]), dist["fair"][m] - dist["raw"][m], confidence
+            float(point["fair"][m] - point["raw"][m]),
+            dist["fair"][m] - dist["raw"][m],
+            confidence,
+            bounds=(-1, 1),
         )
         for m in METRICS
     }

@@ -46,6 +46,12 @@ def test_quick_quality_run_debiases_compas_through_the_service(tmp_path) -> None
     assert set(res["_targets"]["compas"]) == {"eo <= 3.0", "worst >= 55", "avg >= raw - 1.5"}
     assert len(res["_runs"]) == 4
     assert {r["status"] for r in res["_runs"]} <= {"validated", "rejected"}
+    gate = res["_gate"]["this_run"]["compas"]
+    assert gate["validated"] + gate["rejected"] == 4 and gate["with_interval"] == gate["validated"]
+    for run in res["_runs"]:  # the verdict rows took no part in fitting: fewer than the set
+        assert 0 < run["verdict"]["rows"] < run["calibration_rows"]
+        low, estimate, high = (run["verdict"]["eo_bias_change"][i] for i in (1, 0, 2))
+        assert low <= estimate <= high
     assert (out / "quality_compas.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (ROOT / "BENCHMARKS.md").read_bytes() == markdown_before  # quick runs never publish
     with redis.Redis() as client:
