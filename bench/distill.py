@@ -78,9 +78,7 @@ def _one_run(env: dict[str, str], csv_path: os.PathLike, i: int) -> dict[str, An
         "wall_s": round(wall, 3),
         "stages_s": result["timings_s"],
         "cached_outputs": result["cached_outputs"],
-        "out_of_fold_eo_bias": [
-            patch["out_of_fold"]["raw"]["eo_bias"],
-            patch["out_of_fold"]["fair"]["eo_bias"],
-        ],
+        "verdict_eo_bias": [patch["evidence"][s]["eo_bias"]["estimate"] for s in ("raw", "fair")],
+        "status": patch["status"],
         "alpha": patch["alpha"],
     }

@@ -342,7 +342,9 @@ def _gate_record(gate: dict[str, Any] | None) -> list[str]:
              "A *false validation* is a validated patch whose test-split EO bias did not fall, "
              f"or whose test accuracy fell by more than {tolerance:g} points; *coverage* is the "
              "share of validated patches whose test-split EO change lies inside the interval "
-             "their job reported (jobs that report one).", "",
+             "their job reported (jobs that report one). A baseline run is an earlier run of "
+             "this benchmark whose statistics were kept beside this one "
+             "(`--gate-baseline PATH`), e.g. at the revision before a change to the gate.", "",
              "| run | setting | validated | rejected | false validations | coverage |",
              "|---|---|---:|---:|---:|---:|"]  # fmt: skip
     for label, stats in runs:
