@@ -17,10 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from patch_training.bootstrap import (
-    METRICS,
     Cells,
-    interval,
-    metrics_of,
+    metric_intervals,
     observed_accuracies,
     resampled_accuracies,
 )
@@ -77,9 +75,8 @@ def _band(
 ) -> dict[str, tuple[float, float]]:
     """Each metric's interval at one α, as the gate computes intervals (``bootstrap.interval``)."""
     acc = resampled_accuracies(cells, {"fair": correct}, gate.bootstrap_draws, seed)["fair"]
-    observed = metrics_of(observed_accuracies(cells, correct), cells)
-    draws = metrics_of(acc, cells)
-    bands = {m: interval(float(observed[m]), draws[m], gate.confidence) for m in METRICS}
+    observed = observed_accuracies(cells, correct)
+    bands = metric_intervals(cells, observed, acc, gate.confidence)
     return {m: (iv.low, iv.high) for m, iv in bands.items()}
 
 

@@ -81,6 +81,15 @@ def metrics_of(acc: np.ndarray, cells: Cells) -> dict[str, np.ndarray]:
     }
 
 
+def metric_intervals(
+    cells: Cells, observed: np.ndarray, resampled: np.ndarray, confidence: float
+) -> dict[str, Interval]:
+    """Every metric's interval, from the cells' observed accuracies [C] and their resamples
+    [draws, C] (``resampled_accuracies``)."""
+    point, draws = metrics_of(observed, cells), metrics_of(resampled, cells)
+    return {m: interval(float(point[m]), draws[m], confidence) for m in METRICS}
+
+
 def observed_accuracies(cells: Cells, correct: np.ndarray) -> np.ndarray:
     """[C] accuracy of each cell on the observed rows."""
     return np.array([np.mean(np.asarray(correct)[rows]) for rows in cells.members])

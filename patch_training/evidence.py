@@ -9,11 +9,12 @@ from patch_training.bootstrap import (
     METRICS,
     Cells,
     interval,
+    metric_intervals,
     metrics_of,
     observed_accuracies,
     resampled_accuracies,
 )
-from service.jobs.spec import Evidence, Interval
+from service.jobs.spec import Evidence
 from service.patch_contract import PATCH_INPUT
 from service.runtime.patch_session import PatchSession
 from service.settings import ModelConfig
@@ -36,12 +37,9 @@ def paired_evidence(
     correct = {"raw": raw_pred == y, "fair": fair_pred == y}
     observed = {s: observed_accuracies(cells, correct[s]) for s in STAGES}
     resampled = resampled_accuracies(cells, correct, draws, seed)
+    stage = {s: metric_intervals(cells, observed[s], resampled[s], confidence) for s in STAGES}
     point = {s: metrics_of(observed[s], cells) for s in STAGES}
     dist = {s: metrics_of(resampled[s], cells) for s in STAGES}
-
-    def stage(s: str) -> dict[str, Interval]:
-        return {m: interval(float(point[s][m]), dist[s][m], confidence) for m in METRICS}
-
     change = {
         m: interval(
             float(point["fair"][m] - point["raw"][m]),
@@ -63,8 +61,8 @@ def paired_evidence(
         rows=len(y),
         confidence=confidence,
         draws=draws,
-        raw=stage("raw"),
-        fair=stage("fair"),
+        raw=stage["raw"],
+        fair=stage["fair"],
         change=change,
         groups=groups,
         group_rows=sizes,

@@ -116,7 +116,6 @@ async def _running_gateway(
         log.info("gateway ready for models %s", [m.name for m in settings.models])
         yield deps.Gateway(
             settings=settings,
-            metrics=metrics,
             registry=registry,
             dataplane=plane,
             watcher=watcher,

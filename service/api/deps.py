@@ -17,7 +17,6 @@ from service.calibration.checker import UploadChecker
 from service.calibration.store import CalibrationStore
 from service.dataplane import Dataplane
 from service.jobs.queue import JobQueue
-from service.metrics import GatewayMetrics
 from service.monitoring.monitor import BiasMonitor
 from service.registry.store import Registry
 from service.runtime.hotload import RunBlocking, StackWatcher
@@ -29,7 +28,6 @@ class Gateway:
     """Everything a running gateway holds; ``service.api.app`` builds and closes it."""
 
     settings: GatewaySettings
-    metrics: GatewayMetrics
     registry: Registry
     dataplane: Dataplane
     watcher: StackWatcher
@@ -53,10 +51,6 @@ async def _gateway(request: Request) -> Gateway:
     return request.app.state.gateway
 
 
-async def _settings(request: Request) -> GatewaySettings:
-    return request.app.state.settings
-
-
 async def _dataplane(request: Request) -> Dataplane:
     return request.app.state.gateway.dataplane
 
@@ -70,7 +64,6 @@ async def _monitor(request: Request) -> BiasMonitor:
 
 
 GatewayDep = Annotated[Gateway, Depends(_gateway)]
-SettingsDep = Annotated[GatewaySettings, Depends(_settings)]
 DataplaneDep = Annotated[Dataplane, Depends(_dataplane)]
 RegistryDep = Annotated[Registry, Depends(_registry)]
 MonitorDep = Annotated[BiasMonitor, Depends(_monitor)]
