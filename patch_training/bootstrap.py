@@ -44,6 +44,12 @@ class Cells:
     def sizes(self) -> np.ndarray:
         return np.array([len(m) for m in self.members])
 
+    @property
+    def comparable(self) -> list[int]:
+        """Classes with cells of two or more bias groups: the ones the EO bias averages over."""
+        values, counts = np.unique(self.classes, return_counts=True)
+        return [int(k) for k, n in zip(values, counts, strict=True) if n >= 2]
+
 
 def resampled_accuracies(
     cells: Cells, correct: Mapping[str, np.ndarray], draws: int, seed: int
@@ -70,13 +76,13 @@ def metrics_of(acc: np.ndarray, cells: Cells) -> dict[str, np.ndarray]:
     acc = np.asarray(acc, dtype=np.float64)
     spreads = [
         acc[..., cells.classes == k].max(axis=-1) - acc[..., cells.classes == k].min(axis=-1)
-        for k in np.unique(cells.classes)
+        for k in cells.comparable
     ]
     sizes = cells.sizes
     return {
         "avg_group_acc": acc.mean(axis=-1),
         "worst_group_acc": acc.min(axis=-1),
-        "eo_bias": np.mean(spreads, axis=0),
+        "eo_bias": np.mean(spreads, axis=0) if spreads else np.zeros(acc.shape[:-1]),
         "accuracy": (acc * sizes).sum(axis=-1) / sizes.sum(),
     }
 

@@ -66,6 +66,7 @@ def paired_evidence(
         change=change,
         groups=groups,
         group_rows=sizes,
+        comparable_classes=len(cells.comparable),
     )
 
 

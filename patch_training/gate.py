@@ -11,7 +11,8 @@ decides on the bootstrap intervals of ``evidence``, not on point estimates:
 
 A point estimate that already misses a threshold is rejected for that reason; one that meets
 every threshold while an interval does not is rejected as "not enough evidence", with how many
-verdict rows per group would roughly have decided it (intervals narrow as 1/√n).
+verdict rows per group would roughly have decided it (intervals narrow as 1/√n). Verdict rows in
+which no target class spans two bias groups cannot show a gap at all: "not enough evidence".
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ import math
 from dataclasses import dataclass
 
 from service.jobs.spec import Evidence, GateConfig
+
+
+NO_COMPARABLE_CLASS = (
+    "no target class has verdict rows from two bias groups, so the EO bias cannot be measured; "
+    "the calibration set needs rows of the under-represented (bias-conflicting) groups"
+)
 
 
 @dataclass(frozen=True)
@@ -40,9 +47,11 @@ class _Criterion:
 
 
 def judge(evidence: Evidence, cfg: GateConfig) -> Verdict:
+    where = f"on {evidence.rows} verdict rows, {100 * evidence.confidence:g}% intervals"
+    if evidence.comparable_classes == 0:
+        return Verdict(False, f"not enough evidence ({where}): {NO_COMPARABLE_CLASS}")
     criteria = _criteria(evidence, cfg)
     summary = "; ".join(c.text for c in criteria)
-    where = f"on {evidence.rows} verdict rows, {100 * evidence.confidence:g}% intervals"
     missed = [c for c in criteria if c.point_slack < 0]
     if missed:
         return Verdict(False, f"{missed[0].failure} ({where}): {summary}")

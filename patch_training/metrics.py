@@ -4,6 +4,10 @@ the benchmarks (the gateway's live monitoring computes its metrics in Prometheus
 Groups are (target, bias) pairs. Average-group and worst-group accuracy are over those groups;
 equalized-odds bias (Eq. 20) is, per target class, the spread (max − min) of accuracy across
 bias groups, averaged over classes — for a binary bias that is exactly |Acc(y,b0) − Acc(y,b1)|.
+Only classes whose rows span two or more bias groups are comparable: a class seen in one group
+only says nothing about a gap, and counting it as a spread of 0 would dilute the mean (a small
+verdict split of a strongly biased set often has such classes). With no comparable class the
+EO bias is 0 and ``comparable_classes`` is 0: callers that decide on it must check.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ class GroupReport:
     eo_bias: float
     accuracy: float
     group_acc: dict[str, float]
+    comparable_classes: int  # classes with rows from ≥ 2 bias groups (what EO averages over)
 
     def as_percent(self) -> dict[str, float]:
         return {
@@ -41,11 +46,13 @@ def group_report(y_true: np.ndarray, y_pred: np.ndarray, bias: np.ndarray) -> Gr
     spreads = []
     for y in np.unique(y_true):
         values = [a for (yy, _), a in acc.items() if yy == y]
-        spreads.append(max(values) - min(values))
+        if len(values) >= 2:
+            spreads.append(max(values) - min(values))
     return GroupReport(
         avg_group_acc=float(np.mean(list(acc.values()))),
         worst_group_acc=float(min(acc.values())),
-        eo_bias=float(np.mean(spreads)),
+        eo_bias=float(np.mean(spreads)) if spreads else 0.0,
         accuracy=float(np.mean(y_true == y_pred)),
         group_acc={f"y={y},b={b}": a for (y, b), a in acc.items()},
+        comparable_classes=len(spreads),
     )

@@ -153,7 +153,10 @@ def _run_record(run: dict[str, Any]) -> dict[str, Any]:
     verdict rows' changes with their intervals, and the tuning rows that chose α), and each
     row's headline numbers (the summary has the rest, over seeds)."""
     headline = ("avg", "worst", "eo", "accuracy")
-    rows = {k: {m: round(row[m], 2) for m in headline} for k, row in run["rows"].items()}
+    rows = {
+        k: {m: round(row[m], 2) for m in (*headline, "agreement") if m in row}
+        for k, row in run["rows"].items()
+    }
     gate = ("avg_group_acc", "eo_bias")
     tuning = {k: {m: round(run["tuning"][k][m], 2) for m in gate} for k in ("raw", "fair")}
     evidence = run["evidence"]
@@ -164,10 +167,12 @@ def _run_record(run: dict[str, Any]) -> dict[str, Any]:
             f"{m}_change": [round(evidence["change"][m][k], 2) for k in ("estimate", "low", "high")]
             for m in ("eo_bias", "accuracy", "avg_group_acc")
         },
+        "comparable_classes": evidence.get("comparable_classes"),
     }
     dropped = ("served_revision", "reason", "evidence")
     kept = {k: v for k, v in run.items() if k not in dropped}
-    return kept | {"rows": rows, "tuning": tuning, "verdict": verdict}
+    why = run["reason"].split(" (", 1)[0]  # "validated", "not enough evidence", a failed criterion
+    return kept | {"rows": rows, "tuning": tuning, "verdict": verdict | {"why": why}}
 
 
 if __name__ == "__main__":

@@ -1,9 +1,19 @@
 """How far the validation gate's verdicts held on the test split, which decided nothing.
 
-Per setting: how many patches the gate validated and rejected; ``false_validations``, the
-validated patches whose test-split EO bias did not fall or whose test accuracy fell by more than
-the gate's accuracy tolerance; and ``coverage``, the share of validated patches whose test-split
-EO change lies inside the interval the job reported for it (only for jobs that report one).
+Per setting:
+
+- ``validated`` / ``rejected``: the gate's verdicts;
+- ``false_validations``: validated patches whose test-split EO bias did not fall, or whose test
+  accuracy fell by more than the gate's accuracy tolerance;
+- ``missed``: rejected patches that would have passed that same test — EO bias down by at least
+  the gate's margin, accuracy within tolerance — had they been served (``candidate.py`` replays
+  them offline); the gate's other error;
+- ``coverage``: the share of validated patches whose test-split EO change lies inside the
+  interval the job reported for it, with a 90 % Wilson interval on that share. A patch is
+  validated *because* its verdict rows looked good, so this share is expected to fall below the
+  intervals' nominal level (selection); ``coverage_all`` is the same share over every judged
+  patch, validated or not, which is what the nominal level promises. Patches whose verdict rows
+  could not measure EO at all (no class in two bias groups) have no interval to cover.
 """
 
 from __future__ import annotations
@@ -11,7 +21,11 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from scipy.stats import binomtest
+
 ACC_TOLERANCE_PP = 5.0  # the gate's default tolerance on overall accuracy (GateConfig)
+MIN_REDUCTION_PP = 1.0  # the gate's default margin on the EO bias reduction (GateConfig)
+SHARE_CONFIDENCE = 0.9
 
 
 def gate_stats(runs: list[dict[str, Any]], acc_tolerance_pp: float = ACC_TOLERANCE_PP) -> dict:
@@ -25,27 +39,57 @@ def gate_stats(runs: list[dict[str, Any]], acc_tolerance_pp: float = ACC_TOLERAN
 
 def _stats(runs: list[dict[str, Any]], tolerance: float) -> dict[str, Any]:
     validated = [r for r in runs if r["status"] == "validated"]
-    false = [r for r in validated if _false_validation(r, tolerance)]
-    with_interval = [r for r in validated if r.get("gate_eo_change") is not None]
-    covered = [r for r in with_interval if _covered(r)]
+    rejected = [r for r in runs if r["status"] != "validated"]
+    false = [r for r in validated if not _holds(r, tolerance)]
+    missed = [r for r in rejected if "candidate" in r["rows"] and _holds(r, tolerance)]
+    judged = [r for r in runs if _has_interval(r)]
     return {
         "validated": len(validated),
-        "rejected": len(runs) - len(validated),
+        "rejected": len(rejected),
         "false_validations": len(false),
         "false_validation_runs": [_name(r) for r in false],
-        "coverage": round(len(covered) / len(with_interval), 3) if with_interval else None,
-        "covered": len(covered),
-        "with_interval": len(with_interval),
+        "missed": len(missed),
+        "missed_runs": [_name(r) for r in missed],
+        "replayed": sum("candidate" in r["rows"] for r in rejected),
+        **_share("coverage", [r for r in validated if _has_interval(r)]),
+        **_share("coverage_all", judged),
         "acc_tolerance_pp": tolerance,
     }
 
 
+def _share(key: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    covered = sum(_covered(r) for r in runs)
+    out: dict[str, Any] = {key: round(covered / len(runs), 3) if runs else None}
+    if key == "coverage":  # the names earlier results used
+        out |= {"covered": covered, "with_interval": len(runs)}
+    else:
+        out |= {f"{key}_covered": covered, f"{key}_judged": len(runs)}
+    if runs:
+        ci = binomtest(covered, len(runs)).proportion_ci(SHARE_CONFIDENCE, method="wilson")
+        out[f"{key}_interval"] = [round(ci.low, 3), round(ci.high, 3)]
+    return out
+
+
+def _patched(run: dict[str, Any]) -> dict[str, Any]:
+    """The test-split row of the job's patch: replayed when the run has it, else as served."""
+    return run["rows"].get("candidate") or run["rows"]["eraser_tuned"]
+
+
 def _test_change(run: dict[str, Any], metric: str) -> float:
-    return run["rows"]["eraser_tuned"][metric] - run["rows"]["raw"][metric]
+    return _patched(run)[metric] - run["rows"]["raw"][metric]
 
 
-def _false_validation(run: dict[str, Any], tolerance: float) -> bool:
-    return _test_change(run, "eo") >= 0 or -_test_change(run, "accuracy") > tolerance
+def _holds(run: dict[str, Any], tolerance: float) -> bool:
+    """EO bias down by the gate's margin and accuracy within tolerance, on the test split."""
+    return -_test_change(run, "eo") >= MIN_REDUCTION_PP and -_test_change(run, "accuracy") <= (
+        tolerance
+    )
+
+
+def _has_interval(run: dict[str, Any]) -> bool:
+    if run.get("gate_eo_change") is None:
+        return False
+    return (run.get("verdict") or {}).get("comparable_classes") != 0
 
 
 def _covered(run: dict[str, Any]) -> bool:

@@ -340,21 +340,39 @@ def _gate_record(gate: dict[str, Any] | None) -> list[str]:
     tolerance = gate["this_run"]["all"]["acc_tolerance_pp"]
     lines = ["### The gate, judged on the test split", "",
              "A *false validation* is a validated patch whose test-split EO bias did not fall, "
-             f"or whose test accuracy fell by more than {tolerance:g} points; *coverage* is the "
-             "share of validated patches whose test-split EO change lies inside the interval "
-             "their job reported (jobs that report one). A baseline run is an earlier run of "
+             f"or whose test accuracy fell by more than {tolerance:g} points; a *missed* patch is "
+             "a rejected one that would have passed that test (EO bias down by the gate's margin, "
+             "accuracy within tolerance), replayed offline from its registered artifact. "
+             "*Coverage* is the share of validated patches whose test-split EO change lies "
+             "inside the interval their job reported; patches are validated because their "
+             "verdict rows looked good, so it is expected below the intervals' nominal level. "
+             "*Coverage, all judged* is that share over every patch with an interval, validated "
+             "or not. Shares carry 90 % Wilson intervals. A baseline run is an earlier run of "
              "this benchmark whose statistics were kept beside this one "
              "(`--gate-baseline PATH`), e.g. at the revision before a change to the gate.", "",
-             "| run | setting | validated | rejected | false validations | coverage |",
-             "|---|---|---:|---:|---:|---:|"]  # fmt: skip
+             "| run | setting | validated | rejected | false validations | missed | coverage "
+             "| coverage, all judged |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for label, stats in runs:
         for key in [*(k for k in SETTINGS if k in stats), "all"]:
             row = stats[key]
-            coverage = "—" if row["coverage"] is None else (
-                f"{row['coverage']:.2f} ({row['covered']}/{row['with_interval']})")
-            lines.append(f"| {label} | {key} | {row['validated']} | {row['rejected']} | "
-                         f"{row['false_validations']} | {coverage} |")  # fmt: skip
+            missed = "—" if "missed" not in row or not row.get("replayed") else str(row["missed"])
+            cells = [label, key, row["validated"], row["rejected"], row["false_validations"],
+                     missed, _share(row, "coverage"), _share(row, "coverage_all")]  # fmt: skip
+            lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return [*lines, ""]
+
+
+def _share(row: dict[str, Any], key: str) -> str:
+    """``0.80 (8/10) [0.55, 0.93]``: a share, its counts and its interval (``gate_stats``)."""
+    hits, total = {"coverage": ("covered", "with_interval")}.get(
+        key, (f"{key}_covered", f"{key}_judged")
+    )
+    if row.get(key) is None:
+        return "—"
+    ci = row.get(f"{key}_interval")
+    bounds = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
+    return f"{row[key]:.2f} ({row[hits]}/{row[total]}){bounds}"
 
 
 # --- across settings ------------------------------------------------------------------------

@@ -16,13 +16,15 @@ from typing import Any, Literal
 
 import numpy as np
 
+from bench.quality.candidate import candidate_probs
 from bench.quality.client import Gateway, Served
 from bench.quality.datasets import Table, Task, adult_task, cmnist_task, compas_task
 from bench.quality.deployed import VARIANTS, Variant
 from bench.quality.metrics import eo_noise_floor, row_metrics
 from bench.quality.peers import threshold_optimizer
-from bench.quality.system import GatewayModel
+from bench.quality.system import PREFIX, GatewayModel, model_entry
 from deploy.local.jobs import wait_for_job
+from service.settings import ModelConfig
 
 Calibration = Literal["full", "small"]
 
@@ -79,6 +81,10 @@ class Run:
         return GatewayModel(self.gateway_model, self.deployed, t.classes, t.input_shape,
                             t.feature_names)  # fmt: skip
 
+    def model_config(self) -> ModelConfig:
+        """The gateway's view of the model (the upstream URL is not used offline)."""
+        return ModelConfig.model_validate(model_entry(self.model(), "http://127.0.0.1:9"))
+
 
 def plan(settings: list[str], seeds: list[int], data_dir: Path) -> list[Run]:
     """Every run of the benchmark, seeds outermost so a partial run still covers all tables."""
@@ -106,8 +112,11 @@ def evaluate(gw: Gateway, run: Run, status_url: str) -> dict[str, Any]:
     if not task.notes.get("paired_test"):
         pred = np.argmax(first.raw, axis=1)
         rows["raw"]["eo_floor"] = eo_noise_floor(task.test.y, pred, task.test.b)
+    candidate = candidate_probs(patch, run.model_config(), task.test.X, first.raw, PREFIX)
+    rows["candidate"] = _metrics(task, candidate)  # the job's patch, served or not
     if patch["activated"]:
         rows["eraser_tuned"] = _metrics(task, first.fair)
+        rows["candidate"]["agreement"] = _agreement(candidate, first.fair)
         rows["eraser"] = (
             _at_alpha_one(gw, run, first) if patch["alpha"] != 1.0 else rows["eraser_tuned"]
         )
@@ -141,6 +150,12 @@ def _eo_change_interval(patch: dict[str, Any]) -> list[float] | None:
         return None
     change = evidence["change"]["eo_bias"]
     return [change["low"], change["high"]]
+
+
+def _agreement(candidate: np.ndarray, served: np.ndarray) -> float:
+    """Share (%) of test decisions on which the offline replay of a served patch agrees with
+    the gateway: a check that ``candidate`` computes what serving computes."""
+    return round(100 * float(np.mean(candidate.argmax(axis=1) == served.argmax(axis=1))), 3)
 
 
 def _metrics(task: Task, probs: np.ndarray) -> dict[str, Any]:

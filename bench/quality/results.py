@@ -43,6 +43,8 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
         for row, values in run["rows"].items():
             if row == "raw" and run["calibration"] != "full":
                 continue  # the same deployed model: its raw row is the full run's
+            if row == "candidate":
+                continue  # served or not: only the gate's statistics use it (``gate_stats``)
             key = row_key(run["variant"], run["calibration"], row)
             grouped[run["setting"]][key].append(values | {"_run": run})
     return {

@@ -135,6 +135,11 @@ class Evidence(BaseModel):
     change: dict[str, Interval] = Field(description="fair − raw, points")
     groups: dict[str, dict[str, Interval]] = Field(description="stage → group → accuracy")
     group_rows: dict[str, int]
+    comparable_classes: int | None = Field(
+        default=None,
+        description="target classes with verdict rows from ≥ 2 bias groups (EO averages over "
+        "them; with none, EO bias cannot be measured)",
+    )
 
 
 class PatchOutcome(BaseModel):

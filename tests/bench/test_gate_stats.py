@@ -31,3 +31,20 @@ def test_false_validations_are_validated_patches_that_did_not_help_or_cost_too_m
     assert compas["coverage"] == round(2 / 3, 3) and compas["with_interval"] == 3
     assert stats["adult"]["coverage"] is None
     assert stats["all"]["validated"] == 4 and stats["all"]["false_validations"] == 2
+
+
+def test_missed_patches_are_rejected_ones_whose_replay_held_on_the_test_split() -> None:
+    helped = run("rejected", (20, 70), (20, 70), [-12, 1])
+    helped["rows"]["candidate"] = {"eo": 8, "accuracy": 68}  # −12 EO, −2 accuracy: held
+    costly = run("rejected", (20, 70), (20, 70), [-12, 1])
+    costly["rows"]["candidate"] = {"eo": 8, "accuracy": 60}  # −10 accuracy: rightly rejected
+    unmeasured = run("rejected", (20, 70), (20, 70), [0, 0])
+    unmeasured["verdict"] = {"comparable_classes": 0}  # verdict rows could not measure EO
+    stats = gate_stats([helped, costly, unmeasured], acc_tolerance_pp=5.0)["compas"]
+    assert (stats["missed"], stats["missed_runs"], stats["replayed"]) == (
+        1, ["compas/vanilla/full/seed 0"], 2)  # fmt: skip
+    # coverage over every judged patch: −12 lies in [−12, 1] twice; the unmeasured one is out
+    assert (stats["coverage_all"], stats["coverage_all_judged"]) == (1.0, 2)
+    low, high = stats["coverage_all_interval"]
+    assert 0 < low < 1 and high == 1.0
+    assert stats["coverage"] is None  # nothing validated

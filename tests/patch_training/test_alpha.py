@@ -12,7 +12,7 @@ from service.jobs.spec import GateConfig
 def point(
     alpha: float, avg: float, worst: float, eo: float, acc: float | None = None
 ) -> AlphaPoint:
-    return AlphaPoint(alpha, GroupReport(avg, worst, eo, avg if acc is None else acc, {}), {})
+    return AlphaPoint(alpha, GroupReport(avg, worst, eo, avg if acc is None else acc, {}, 1), {})
 
 
 def gate(avg_drop: float = 2.0, acc_drop: float = 5.0) -> GateConfig:

@@ -77,3 +77,12 @@ def test_a_larger_sample_gives_a_narrower_interval() -> None:
              (("small", small), ("large", large))}  # fmt: skip
     assert 0.35 < width["large"] / width["small"] < 0.65  # ≈ 1/√4
     assert small.change["accuracy"].low == small.change["accuracy"].high == 0  # paired, equal
+
+
+def test_evidence_counts_only_classes_that_span_two_groups() -> None:
+    y = np.array([0] * 20 + [1] * 20)
+    b = np.array(["a"] * 10 + ["b"] * 10 + ["a"] * 20)  # class 1: group a only
+    raw = np.where(np.arange(40) % 3 == 0, 1 - y, y)
+    ev = paired_evidence(y, b, raw, y, draws=100, confidence=0.9, seed=0)
+    assert ev.comparable_classes == 1
+    assert ev.raw["eo_bias"].estimate == round(100 * group_report(y, raw, b).eo_bias, 4)

@@ -60,3 +60,10 @@ def test_average_group_accuracy_has_its_own_tolerance() -> None:
     gate = GateConfig(max_avg_acc_drop_pp=2.0)
     verdict = judge(evidence((-10, -15, -5), avg_change=(-3, -4, -2)), gate)
     assert not verdict.passed and "avg-group accuracy fell by more than 2" in verdict.reason
+
+
+def test_verdict_rows_without_a_class_in_two_groups_are_not_enough_evidence() -> None:
+    ev = evidence((-10, -15, -5)).model_copy(update={"comparable_classes": 0})
+    verdict = judge(ev, GateConfig())
+    assert not verdict.passed and verdict.reason.startswith("not enough evidence")
+    assert "two bias groups" in verdict.reason and verdict.rows_per_group_needed is None
