@@ -130,6 +130,12 @@ def _run_here(settings: GatewaySettings, spec: TrainingJobSpec) -> JobResult:
     start = time.perf_counter()
     result = asyncio.run(run_stored(spec, settings, JobProgress()))
     typer.echo(f"done in {time.perf_counter() - start:.1f} s", err=True)
+    if result.cache_entry_refused is not None:  # also in the JSON; said here so it is not missed
+        typer.echo(
+            f"warning: cached black-box answers refused ({result.cache_entry_refused}); "
+            "queried the black box again and replaced the entry — check who writes to Redis",
+            err=True,
+        )
     return result
 
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 from service.jobs.spec import Evidence, GateConfig
 
-
 NO_COMPARABLE_CLASS = (
     "no target class has verdict rows from two bias groups, so the EO bias cannot be measured; "
     "the calibration set needs rows of the under-represented (bias-conflicting) groups"

@@ -18,7 +18,7 @@ EraserError (500)
 │                   └─ InvalidStoredRecord: a record read back from Redis fails its schema
 ├── MonitoringStoreUnavailable (503): the served-decision store did not answer
 ├── UploadCheckFailed (503): the upload validation process died
-├── RegistryError (500) ─── IntegrityError (hash or signature mismatch)
+├── RegistryError (500) ─── IntegrityError (409: hash or signature mismatch)
 ├── PatchLoadError (422): an artifact that cannot serve this model
 ├── PatchFailed (503): a patch raised at request time
 └── UpstreamError (502) ─┬─ UpstreamTimeout (504)
@@ -172,6 +172,10 @@ class RegistryError(EraserError):
 
 
 class IntegrityError(RegistryError):
+    """A stored artifact or record fails its hash or signature: someone edited Redis, or it lost
+    data. The operator can re-register, so a 409 that says which record, not a 500."""
+
+    status_code = 409
     code = "artifact_integrity"
 
 

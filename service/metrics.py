@@ -78,6 +78,13 @@ class GatewayMetrics:
         self.active_revision = Gauge(
             "eraser_active_revision", "Stack revision this replica serves", ["model"], registry=r
         )
+        self.registry_behind = Gauge(
+            "eraser_registry_behind",
+            "1 while the registry's revision is below the one this replica serves (Redis lost "
+            "or restored its data); the replica keeps its last verified stack",
+            ["model"],
+            registry=r,
+        )
         self.breaker_open = Gauge(
             "eraser_upstream_breaker_open",
             "1 while the upstream circuit is open",
@@ -107,6 +114,7 @@ class GatewayMetrics:
         would otherwise never raise an alert)."""
         for outcome in ("success", "failure"):
             self.hotloads.labels(model, outcome)
+        self.registry_behind.labels(model).set(0)
         self.corrections.init_model(model)
 
     def set_active_stack(self, model: str, revision: int, patches: list[dict[str, object]]) -> None:

@@ -106,7 +106,21 @@ class UpstreamConfig(BaseModel):
         default=5, ge=1, description="consecutive failures that open the circuit breaker"
     )
     breaker_reset_s: float = Field(
-        default=10.0, description="seconds an open breaker refuses calls before a trial call"
+        default=0.25,
+        gt=0,
+        description="seconds the circuit stays open after it opens, before it admits one trial "
+        "call; each failed trial multiplies the period by breaker_backoff_factor up to "
+        "breaker_max_reset_s, a successful one closes the circuit and starts over (every "
+        "period is shortened by up to 10 % at random, so replicas do not probe in step)",
+    )
+    breaker_backoff_factor: float = Field(
+        default=2.0, ge=1, description="growth of the open period after each failed trial call"
+    )
+    breaker_max_reset_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="seconds: the longest open period, so a black box that stays down gets one "
+        "trial call per this period and callers wait at most about this long once it is back",
     )
 
     @model_validator(mode="after")
@@ -114,6 +128,15 @@ class UpstreamConfig(BaseModel):
         generic = self.protocol is WireProtocol.GENERIC
         if generic and not (self.request_template and self.response_path):
             raise ValueError("generic protocol needs request_template and response_path")
+        return self
+
+    @model_validator(mode="after")
+    def _breaker_cap_covers_first_period(self) -> UpstreamConfig:
+        if self.breaker_max_reset_s < self.breaker_reset_s:
+            raise ValueError(
+                f"breaker_max_reset_s ({self.breaker_max_reset_s}) is below breaker_reset_s "
+                f"({self.breaker_reset_s}), the first open period"
+            )
         return self
 
 
@@ -214,6 +237,13 @@ class RuntimeSettings(BaseModel):
     )
     poll_interval_s: float = Field(
         default=2.0, gt=0, description="seconds between polls of the registry revision"
+    )
+    max_alpha: float = Field(
+        default=4.0,
+        ge=0,
+        le=10,
+        description="largest patch strength α a replica serves and PUT /models/{m}/stack "
+        "accepts (the default α grid of training jobs ends at 2)",
     )
     batch_max_rows: int = Field(
         default=256,

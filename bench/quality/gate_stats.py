@@ -18,7 +18,7 @@ Per setting:
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 from scipy.stats import binomtest
@@ -51,6 +51,7 @@ def _stats(runs: list[dict[str, Any]], tolerance: float) -> dict[str, Any]:
         "missed": len(missed),
         "missed_runs": [_name(r) for r in missed],
         "replayed": sum("candidate" in r["rows"] for r in rejected),
+        "rejected_because": dict(Counter(_why(r) for r in rejected).most_common()),
         **_share("coverage", [r for r in validated if _has_interval(r)]),
         **_share("coverage_all", judged),
         "acc_tolerance_pp": tolerance,
@@ -66,7 +67,7 @@ def _share(key: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
         out |= {f"{key}_covered": covered, f"{key}_judged": len(runs)}
     if runs:
         ci = binomtest(covered, len(runs)).proportion_ci(SHARE_CONFIDENCE, method="wilson")
-        out[f"{key}_interval"] = [round(ci.low, 3), round(ci.high, 3)]
+        out[f"{key}_interval"] = [round(float(ci.low), 3), round(float(ci.high), 3)]
     return out
 
 
@@ -95,6 +96,11 @@ def _has_interval(run: dict[str, Any]) -> bool:
 def _covered(run: dict[str, Any]) -> bool:
     low, high = run["gate_eo_change"]
     return low <= _test_change(run, "eo") <= high
+
+
+def _why(run: dict[str, Any]) -> str:
+    """The verdict's first words: "not enough evidence", or the criterion that failed."""
+    return (run.get("verdict") or {}).get("why", "unrecorded")
 
 
 def _name(run: dict[str, Any]) -> str:

@@ -356,10 +356,15 @@ def _gate_record(gate: dict[str, Any] | None) -> list[str]:
     for label, stats in runs:
         for key in [*(k for k in SETTINGS if k in stats), "all"]:
             row = stats[key]
-            missed = "—" if "missed" not in row or not row.get("replayed") else str(row["missed"])
+            replayed = row.get("replayed") or not row["rejected"]
+            missed = str(row["missed"]) if "missed" in row and replayed else "—"
             cells = [label, key, row["validated"], row["rejected"], row["false_validations"],
                      missed, _share(row, "coverage"), _share(row, "coverage_all")]  # fmt: skip
             lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    reasons = gate["this_run"]["all"].get("rejected_because")
+    if reasons:
+        listed = ", ".join(f"{why} {n}" for why, n in reasons.items())
+        lines += ["", f"Rejections in this run, by reason: {listed}."]
     return [*lines, ""]
 
 

@@ -38,19 +38,21 @@ class JobContext:
 async def open_context(
     settings: GatewaySettings, progress: JobProgress, job_id: str | None = None
 ) -> AsyncIterator[JobContext]:
-    """Redis-backed registry, calibration store and output cache on one connection pool."""
+    """Redis-backed registry, calibration store and output cache on one connection pool; the
+    registry and the cache authenticate what they read with the same shared signing key."""
     redis = aioredis.Redis.from_url(
         settings.redis.url,
         socket_timeout=settings.redis.socket_timeout_s,
         socket_connect_timeout=settings.redis.connect_timeout_s,
     )
     prefix = settings.redis.key_prefix
+    signing_key = settings.signing_key.get_secret_value().encode()
     try:
         yield JobContext(
             settings=settings,
-            registry=Registry(redis, settings.signing_key.get_secret_value().encode(), prefix),
+            registry=Registry(redis, signing_key, prefix),
             calibrations=CalibrationStore(redis, prefix),
-            cache=OutputCache(redis, prefix, settings.training.cache_ttl_s),
+            cache=OutputCache(redis, prefix, settings.training.cache_ttl_s, signing_key),
             progress=progress,
             job_id=job_id,
         )

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from patch_training.alpha import AlphaChoice, alpha_curve, choose_alpha
-from patch_training.blackbox import query_log_probs
+from patch_training.blackbox import Answers, query_log_probs
 from patch_training.evidence import paired_evidence, served_log_bias
 from patch_training.folds import RowPlan, plan_rows
 from patch_training.gate import Verdict, judge
@@ -75,7 +75,8 @@ async def run_training(spec: TrainingJobSpec, calib: CalibrationSet, ctx: JobCon
     method = METHODS[spec.method]
     timer = _Timer()
     with timer("query"):
-        log_m, cached = await _query(model, calib, ctx)
+        answers = await _query(model, calib, ctx)
+    log_m = answers.log_p
     outcomes, plan = [], None
     for column in spec.bias:
         b = calib.bias[column]
@@ -99,20 +100,19 @@ async def run_training(spec: TrainingJobSpec, calib: CalibrationSet, ctx: JobCon
         rows=len(calib),
         tuning_rows=len(plan.tuning) if plan else 0,
         verdict_rows=len(plan.verdict) if plan else 0,
-        cached_outputs=cached,
+        cached_outputs=answers.cached,
+        cache_entry_refused=answers.refused,
         patches=outcomes,
         stack_revision=revision,
         timings_s=dict(timer),
     )
 
 
-async def _query(
-    model: ModelConfig, calib: CalibrationSet, ctx: JobContext
-) -> tuple[np.ndarray, bool]:
+async def _query(model: ModelConfig, calib: CalibrationSet, ctx: JobContext) -> Answers:
     """The black box's log-probabilities for every row (cached), with a progress bar."""
     training = ctx.settings.training
     with ctx.progress.stage("query", len(calib), unit="rows") as advance:
-        log_m, cached = await query_log_probs(
+        answers = await query_log_probs(
             model,
             calib.x,
             ctx.cache,
@@ -120,8 +120,11 @@ async def _query(
             training.query_concurrency,
             advance,
         )
-    log.info("black-box answers for %d rows (%s)", len(calib), "cached" if cached else "queried")
-    return log_m, cached
+    how = "cached" if answers.cached else "queried"
+    if answers.refused is not None:
+        how = f"queried again: the cached entry was refused, {answers.refused}"
+    log.info("black-box answers for %d rows (%s)", len(calib), how)
+    return answers
 
 
 def _train(method: Method, data: MethodInput, ctx: JobContext) -> TrainedPatch:

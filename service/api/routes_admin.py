@@ -22,13 +22,25 @@ from service.api.schemas import (
     StackUpdate,
     StackView,
 )
-from service.errors import BadRequest, PatchNotFound
-from service.registry.models import NAME_PATTERN, PatchManifest, PatchSpec, Stack, utcnow
+from service.errors import BadRequest, InvalidStoredRecord, PatchNotFound
+from service.registry.models import (
+    APPROVED,
+    NAME_PATTERN,
+    PatchManifest,
+    PatchSpec,
+    Stack,
+    VersionStatus,
+    utcnow,
+)
 from service.registry.signing import sha256_hex
 from service.registry.store import HISTORY_LENGTH
 from service.runtime.stack import build_session, check_compatible
 
 router = APIRouter(tags=["operators"], dependencies=[Depends(require_admin)])
+
+OPERATOR_UPLOAD = VersionStatus(
+    status=APPROVED, reason="uploaded through the admin API; not judged by the validation gate"
+)
 
 PatchName = Annotated[str, Path(pattern=NAME_PATTERN, description="letters, digits, _ . -")]
 
@@ -43,13 +55,14 @@ PatchName = Annotated[str, Path(pattern=NAME_PATTERN, description="letters, digi
     ),
 )
 async def register_version(name: PatchName, request: Request, gw: GatewayDep) -> PatchManifest:
-    """Validate a ready ONNX patch against its model (loads and runs it), then register it."""
+    """Validate a ready ONNX patch against its model (loads and runs it), then register it as
+    *approved*: the operator vouches for it with the admin key; no validation gate judged it."""
     limits = {"artifact": gw.settings.max_artifact_mb}
     files, fields = await read_form(request, files=limits, fields=("manifest",))
     spec = parse_form_json(fields["manifest"], PatchSpec, "manifest")
     blob = files["artifact"].data
     await _validate_artifact(gw, name, spec, blob)
-    return await gw.registry.register_version(name, spec, blob)
+    return await gw.registry.register_version(name, spec, blob, status=OPERATOR_UPLOAD)
 
 
 async def _validate_artifact(gw: Gateway, name: str, spec: PatchSpec, blob: bytes) -> None:
@@ -115,8 +128,20 @@ async def get_report(
 
 @router.get("/models/{model}/stack", response_model=StackView)
 async def get_stack(model: str, gw: GatewayDep) -> StackView:
+    """The registry's active stack, and what this replica serves; a stored stack that fails
+    its schema or signature is a 409 that also says what this replica serves meanwhile."""
     name = gw.dataplane.model(model).name
-    return await _stack_view(gw, await gw.registry.get_stack(name))
+    try:
+        stack = await gw.registry.get_stack(name)
+    except InvalidStoredRecord as exc:
+        await gw.watcher.refresh(name)
+        raise InvalidStoredRecord(
+            exc.message,
+            model=name,
+            served_revision=gw.watcher.served_revision(name),
+            load_error=gw.watcher.load_error(name),
+        ) from None
+    return await _stack_view(gw, stack)
 
 
 @router.get("/models/{model}/stack/history", response_model=list[Stack])
@@ -136,10 +161,17 @@ async def set_stack(model: str, request: Request, gw: GatewayDep) -> StackView:
     """Compare-and-set the active stack; 409 if ``expected_revision`` is stale."""
     body = await parse_body(request, StackUpdate)
     cfg = gw.dataplane.model(model)
+    max_alpha = gw.settings.runtime.max_alpha
     for entry in body.entries:  # refuse a stack that no replica could load
+        if entry.alpha > max_alpha:
+            raise BadRequest(
+                f"{entry.patch} v{entry.version}: α {entry.alpha:g} is above the configured "
+                f"maximum {max_alpha:g} (runtime.max_alpha)",
+                patch=entry.patch,
+            )
         check_compatible(await gw.registry.get_manifest(entry.patch, entry.version), cfg)
     stack = await gw.registry.set_stack(
-        cfg.name, body.entries, body.expected_revision, body.reason
+        cfg.name, body.entries, body.expected_revision, body.reason, body.revision_floor
     )
     return await _stack_view(gw, stack)
 

@@ -18,7 +18,9 @@ router = APIRouter(tags=["monitoring"], dependencies=[Depends(require_feedback)]
     "/feedback", response_model=FeedbackResponse, openapi_extra=documented_body(FeedbackRequest)
 )
 async def feedback(request: Request, monitor: MonitorDep) -> FeedbackResponse:
-    """Count the label once; 404 says whether the request id is unknown, expired or evicted."""
+    """Count the label once. A malformed id is a 422 (the schema's pattern), a well-formed one
+    the store does not hold a 404 (never issued, expired and evicted look alike: ids are random),
+    a second label for the same instance a 409."""
     body = await parse_body(request, FeedbackRequest)
     result = await monitor.feedback(body.request_id, body.index, body.label)
     return FeedbackResponse(

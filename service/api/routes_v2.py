@@ -36,10 +36,17 @@ async def live() -> dict:
 
 @health.get("/v2/health/ready")
 async def ready(plane: DataplaneDep, response: Response) -> dict:
-    """Ready once every model's active stack is loaded."""
+    """Ready once every model's active stack is loaded. ``problems`` names each model whose
+    registry state is not what it serves (a failed hot-load, a registry behind after a Redis
+    data loss): a replica that keeps serving its last verified stack stays ready, but says so."""
     is_ready = all(plane.ready(m.name) for m in plane.settings.models)
     response.status_code = 200 if is_ready else 503
-    return {"ready": is_ready}
+    problems = {
+        m.name: {"served_revision": plane.watcher.served_revision(m.name), "error": error}
+        for m in plane.settings.models
+        if (error := plane.watcher.load_error(m.name)) is not None
+    }
+    return {"ready": is_ready, "problems": problems} if problems else {"ready": is_ready}
 
 
 @router.get("/v2/models/{model}")

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from service.monitoring.store import REQUEST_ID_CHARS, REQUEST_ID_PATTERN
 from service.registry.models import PatchManifest, Stack, StackEntry
 
 
@@ -46,14 +47,21 @@ class PredictResponse(BaseModel):
     debiased: bool
     predictions: list[InstancePrediction]
     request_id: str | None = Field(
-        default=None, description="with a monitor field: the id that POST /feedback takes"
+        default=None,
+        description="with a monitor field: the id that POST /feedback takes (32 random hex "
+        "characters)",
     )
 
 
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    request_id: str = Field(max_length=64, description="request_id of a monitored answer")
+    request_id: str = Field(
+        min_length=REQUEST_ID_CHARS,
+        max_length=REQUEST_ID_CHARS,
+        pattern=REQUEST_ID_PATTERN,
+        description="request_id of a monitored answer: 32 lowercase hex characters",
+    )
     index: int = Field(ge=0, description="the instance's position in that request")
     label: str = Field(description="the true class name")
 
@@ -115,6 +123,13 @@ class StackUpdate(BaseModel):
     entries: list[StackEntry]
     expected_revision: int = Field(ge=0, description="the revision you read; 409 if it moved")
     reason: str = ""
+    revision_floor: int = Field(
+        default=0,
+        ge=0,
+        le=2**53,
+        description="the new revision is at least this: after Redis lost its data, the revision "
+        "the replicas report + 1, so that they accept the new stack",
+    )
 
 
 class RollbackRequest(BaseModel):

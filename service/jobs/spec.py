@@ -170,6 +170,12 @@ class JobResult(BaseModel):
     tuning_rows: int = Field(description="rows that fitted the nets and chose α")
     verdict_rows: int = Field(description="rows the gate judged on, used for nothing else")
     cached_outputs: bool = Field(description="black-box answers came from the cache")
+    cache_entry_refused: str | None = Field(
+        default=None,
+        description="why a cached black-box answer was not trusted (bad MAC, unreadable, wrong "
+        "shape, non-finite): the black box was queried again and the entry replaced; someone "
+        "may be writing to Redis",
+    )
     patches: list[PatchOutcome]
     stack_revision: int | None = Field(default=None, description="set when activated")
     timings_s: dict[str, float]

@@ -6,8 +6,8 @@ Layout (``p`` is the prefix, ``eraser`` by default)::
     p:patches                          SET     patch names that have at least one manifest
     p:patch_counter:{name}             STRING  last version number handed out (INCR)
     p:manifest:{name}:{version}        STRING  signed manifest JSON, immutable (SET NX)
-    p:status:{name}:{version}          HASH    mutable status/reason (outside the signature)
-    p:stack:{model}                    STRING  active stack JSON (Stack)
+    p:status:{name}:{version}          HASH    mutable status/reason/updated_at, signed itself
+    p:stack:{model}                    STRING  active stack JSON (Stack), signed
     p:stack_revision:{model}           STRING  active stack revision, for cheap polling
     p:stack_history:{model}            LIST    previous stacks' JSON, newest first
     p:events                           channel StackEvent JSON after each compare-and-set
@@ -15,7 +15,7 @@ Layout (``p`` is the prefix, ``eraser`` by default)::
     p:calibration_meta:{sha256}        STRING  CalibrationMeta JSON (format, rows, columns, ...)
     p:report:{name}:{version}          HASH    training report: json, png (with the manifest)
     p:job_version:{job_id}:{name}      STRING  version a training job registered (idempotence)
-    p:bb_cache:{sha256}                STRING  cached black-box outputs (npy), expiring
+    p:bb_cache:{sha256}                STRING  cached black-box outputs, MAC-authenticated, expiring
 
 The kind of key comes before the free-form part, so a model name containing ``:`` can never
 collide with another kind of key. Patch names match ``NAME_PATTERN`` (no ``:``), so

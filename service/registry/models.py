@@ -14,6 +14,9 @@ PatchKind = Literal["eraser", "poisoner", "fmd", "custom"]
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 STATUS_RE = re.compile(r"^[a-z][a-z_]{0,31}$")
 VALIDATED, REJECTED = "validated", "rejected"
+APPROVED = "approved"  # uploaded by an operator through the admin API; the gate never judged it
+UNVERIFIED = "unverified"  # a stored status that fails its signature: edited outside the registry
+SERVABLE = frozenset({VALIDATED, APPROVED})  # the only statuses a stack entry may have
 
 
 def utcnow() -> datetime:
@@ -63,13 +66,22 @@ class StackEntry(BaseModel):
 
 
 class Stack(BaseModel):
-    """A model's active stack at one revision; revision 0 is the empty initial stack."""
+    """A model's active stack at one revision; revision 0 is the empty initial stack.
+
+    Signed like a manifest: what is served (entries, α) and in which order (revision) decides
+    what users get, so a Redis writer without the key must not be able to change either."""
 
     model: str
-    revision: int = 0
+    revision: int = Field(default=0, ge=0)
     entries: list[StackEntry] = Field(default_factory=list)
     updated_at: datetime | None = None
     reason: str = ""
+    signature: str = Field(default="", description="HMAC-SHA256 over the rest of the record")
+
+    def signed_payload(self) -> bytes:
+        from service.registry.signing import canonical_json
+
+        return canonical_json(self.model_dump(mode="json", exclude={"signature"}))
 
 
 class StackEvent(BaseModel):
@@ -80,13 +92,22 @@ class StackEvent(BaseModel):
 
 
 class VersionStatus(BaseModel):
-    """Mutable verdict on a version, kept outside the signed manifest (a gate or an operator)."""
+    """A verdict on a version (the gate's, or "approved" for an operator's upload), kept beside
+    the immutable manifest and signed with it in mind: ``signed_payload`` binds the verdict to
+    (name, version), so a status copied from another version does not verify either."""
 
     status: str = Field(pattern=STATUS_RE.pattern)
     reason: str = ""
+    updated_at: str = Field(default_factory=lambda: utcnow().isoformat())
 
-    def as_mapping(self) -> dict[str, str]:
-        return {"status": self.status, "reason": self.reason, "updated_at": utcnow().isoformat()}
+    def signed_payload(self, name: str, version: int) -> bytes:
+        from service.registry.signing import canonical_json
+
+        fields = self.model_dump(mode="json")
+        return canonical_json(fields | {"patch": name, "version": version})
+
+    def as_mapping(self, signature: str) -> dict[str, str]:
+        return self.model_dump(mode="json") | {"signature": signature}
 
 
 class PatchReport(BaseModel):

@@ -29,7 +29,8 @@ from service.errors import (
 from service.registry.keys import RegistryKeys
 from service.registry.models import (
     NAME_PATTERN,
-    REJECTED,
+    SERVABLE,
+    UNVERIFIED,
     PatchManifest,
     PatchReport,
     PatchSpec,
@@ -45,12 +46,17 @@ log = logging.getLogger(__name__)
 
 HISTORY_LENGTH = 100
 DEFAULT_STATUS = "registered"
+UNVERIFIED_REASON = (
+    "the stored status fails its signature (edited outside the registry): it counts as neither "
+    "validated nor approved"
+)
 _NAME_RE = re.compile(NAME_PATTERN)
 
 # Compare-and-set of a model's stack, atomic because Redis runs a script without interleaving.
 # KEYS: stack, revision, history.  ARGV: expected revision, new stack JSON, JSON of the empty
 # revision-0 stack (pushed to history when no stack was ever set, so the first activation can be
-# rolled back), history length, events channel, event JSON.  Returns {1, new} or {0, current}.
+# rolled back), history length, events channel, event JSON, new revision (expected + 1, or more
+# after a data loss: see ``set_stack``).  Returns {1, new} or {0, current}.
 _CAS_SCRIPT = """
 local current = tonumber(redis.call('GET', KEYS[2]) or '0')
 if current ~= tonumber(ARGV[1]) then
@@ -60,27 +66,28 @@ local previous = redis.call('GET', KEYS[1]) or ARGV[3]
 redis.call('LPUSH', KEYS[3], previous)
 redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[4]) - 1)
 redis.call('SET', KEYS[1], ARGV[2])
-redis.call('SET', KEYS[2], current + 1)
+redis.call('SET', KEYS[2], ARGV[7])
 redis.call('PUBLISH', ARGV[5], ARGV[6])
-return {1, current + 1}
+return {1, tonumber(ARGV[7])}
 """
 
 # Registration of a version, atomic: the manifest only if its number is free (SET NX), and with
 # it — never without it — the name, status, report and job marker. (MULTI/EXEC would run the
 # rest even when SET NX fails.) KEYS: manifest, patches, status, report, job marker.
-# ARGV: manifest JSON, name, version, status, reason, updated_at, report json, report png,
-# write-marker flag; an empty string skips that part.
+# ARGV: manifest JSON, name, version, status, reason, updated_at, signature, report json,
+# report png, write-marker flag; an empty string skips that part.
 _REGISTER_SCRIPT = """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then
   return 0
 end
 redis.call('SADD', KEYS[2], ARGV[2])
 if ARGV[4] ~= '' then
-  redis.call('HSET', KEYS[3], 'status', ARGV[4], 'reason', ARGV[5], 'updated_at', ARGV[6])
+  redis.call('HSET', KEYS[3], 'status', ARGV[4], 'reason', ARGV[5], 'updated_at', ARGV[6],
+             'signature', ARGV[7])
 end
-if ARGV[7] ~= '' then redis.call('HSET', KEYS[4], 'json', ARGV[7]) end
-if ARGV[8] ~= '' then redis.call('HSET', KEYS[4], 'png', ARGV[8]) end
-if ARGV[9] ~= '' then redis.call('SET', KEYS[5], ARGV[3]) end
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[4], 'json', ARGV[8]) end
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[4], 'png', ARGV[9]) end
+if ARGV[10] ~= '' then redis.call('SET', KEYS[5], ARGV[3]) end
 return 1
 """
 
@@ -92,7 +99,7 @@ def _check_name(name: str) -> None:
 
 
 def _text(value: bytes | str) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else value
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
 
 
 def _dump(model: Any) -> bytes:
@@ -154,12 +161,19 @@ class Registry:
             self._keys.report(name, version),
             self._keys.job_version(job_id or "-", name),
         ]
-        status_args = list(status.as_mapping().values()) if status else ["", "", ""]
+        status_args = self._status_args(name, version, status)
         report_args = [report.json_bytes, report.png or b""] if report else ["", ""]
         args = [_dump(manifest), name, version, *status_args, *report_args, job_id or ""]
         if not await self._register(keys=keys, args=args):
             raise RegistryError(f"manifest {name} v{version} already exists", name=name)
         return manifest
+
+    def _status_args(self, name: str, version: int, status: VersionStatus | None) -> list[str]:
+        """status, reason, updated_at, signature for the registration script ("" × 4: none)."""
+        if status is None:
+            return ["", "", "", ""]
+        mapping = status.as_mapping(sign(self._key, status.signed_payload(name, version)))
+        return [mapping[k] for k in ("status", "reason", "updated_at", "signature")]
 
     async def _job_version(self, job_id: str, name: str) -> PatchManifest | None:
         raw = await self._redis.get(self._keys.job_version(job_id, name))
@@ -284,11 +298,38 @@ class Registry:
     # ------------------------------------------------------------------ mutable status
 
     async def get_status(self, name: str, version: int) -> dict[str, str]:
-        """``{"status": ..., "reason": ...}``; "registered" until someone sets another."""
+        """``{"status": ..., "reason": ...}``: "registered" when none was written, "unverified"
+        when the stored one fails its signature (it was edited outside the registry)."""
         await self._require_manifest(name, version)
+        return await self._verified_status(name, version)
+
+    async def set_status(self, name: str, version: int, status: VersionStatus) -> None:
+        """Replace a version's verdict, signed (e.g. a version found biased in production is
+        marked rejected, so that no stack or rollback can make it active again)."""
+        await self._require_manifest(name, version)
+        mapping = status.as_mapping(sign(self._key, status.signed_payload(name, version)))
+        key = self._keys.status(name, version)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.hset(key, mapping=mapping)
+            await pipe.execute()
+
+    async def _verified_status(self, name: str, version: int) -> dict[str, str]:
         stored = await self._redis.hgetall(self._keys.status(name, version))
+        if not stored:
+            return {"status": DEFAULT_STATUS, "reason": ""}
         fields = {_text(k): _text(v) for k, v in stored.items()}
-        return {"status": fields.get("status", DEFAULT_STATUS), "reason": fields.get("reason", "")}
+        try:
+            status = VersionStatus.model_validate({k: v for k, v in fields.items() if k in
+                                                   ("status", "reason", "updated_at")})  # fmt: skip
+            intact = verify(self._key, status.signed_payload(name, version),
+                            fields.get("signature", ""))  # fmt: skip
+        except ValidationError:
+            intact = False
+        if not intact:
+            log.warning("status of %s v%d fails its signature: unverified", name, version)
+            return {"status": UNVERIFIED, "reason": UNVERIFIED_REASON}
+        return {"status": status.status, "reason": status.reason}
 
     async def _require_manifest(self, name: str, version: int) -> None:
         _check_name(name)
@@ -301,14 +342,21 @@ class Registry:
 
     async def get_stack(self, model: str) -> Stack:
         """The active stack; revision 0 with no entries when none was ever set.
-        InvalidStoredRecord (409) when the stored record fails its schema."""
+        InvalidStoredRecord (409) when the stored record fails its schema or its signature."""
         raw = await self._redis.get(self._keys.stack(model))
-        return Stack(model=model) if raw is None else _stored_stack(raw, model, "active stack")
+        return Stack(model=model) if raw is None else self._stored_stack(raw, model, "active stack")
 
     async def get_revision(self, model: str) -> int:
-        """The active revision in one GET: cheap enough for every replica to poll."""
+        """The active revision in one GET: cheap enough for every replica to poll. Unsigned, so
+        only a hint that something changed: what is served comes from the signed stack."""
         raw = await self._redis.get(self._keys.stack_revision(model))
-        return int(raw or 0)
+        try:
+            return int(raw or 0)
+        except ValueError:
+            raise InvalidStoredRecord(
+                f"the stored revision of model {model!r} is not a number; PUT a new stack",
+                model=model,
+            ) from None
 
     async def set_stack(
         self,
@@ -316,16 +364,23 @@ class Registry:
         entries: Sequence[StackEntry],
         expected_revision: int,
         reason: str = "",
+        revision_floor: int = 0,
     ) -> Stack:
         """Make ``entries`` the active stack of ``model`` if its revision is still
         ``expected_revision``; StackConflict (with ``current_revision``) otherwise.
 
-        Entries are checked before the compare-and-set; manifests are immutable and never
-        deleted, so the check cannot go stale between the two steps.
+        Entries are checked before the compare-and-set — each manifest's signature, its blob's
+        hash, its signed status (validated or approved) — so nothing is committed that no
+        replica could load. The new revision is ``expected_revision + 1``, or
+        ``revision_floor`` if that is higher: replicas never go back to a lower revision than
+        they served, so after Redis lost its data the first new stack must carry on from the
+        revision they report.
         """
         checked = [StackEntry.model_validate(e) for e in entries]
         await self._check_entries(model, checked)
-        return await self._compare_and_set(model, checked, expected_revision, reason)
+        return await self._compare_and_set(
+            model, checked, expected_revision, reason, revision_floor
+        )
 
     async def _check_entries(self, model: str, entries: list[StackEntry]) -> None:
         """Every entry must exist, verify, belong to ``model``, appear once and agree on classes."""
@@ -346,34 +401,42 @@ class Registry:
             if classes is not None and manifest.classes != classes:
                 raise BadRequest("stack entries disagree on the class order", model=model)
             classes = manifest.classes
-            await self._refuse_rejected(entry)
+            await self.require_servable(entry.patch, entry.version)
+            await self.get_blob(manifest)  # present and matching its hash, or IntegrityError
 
-    async def _refuse_rejected(self, entry: StackEntry) -> None:
-        """A version the validation gate rejected never becomes active, rollback included.
-        (The caller has just verified the manifest, so the status hash is read directly.)"""
-        stored = await self._redis.hmget(
-            self._keys.status(entry.patch, entry.version), ["status", "reason"]
-        )
-        status, reason = (_text(v) if v is not None else "" for v in stored)
-        if status == REJECTED:
+    async def require_servable(self, name: str, version: int) -> None:
+        """Only a version whose signed status is validated (by the gate) or approved (an
+        operator's upload) may be active, rollback included; PatchRejected (409) otherwise."""
+        verdict = await self._verified_status(name, version)
+        if verdict["status"] not in SERVABLE:
+            detail = f": {verdict['reason']}" if verdict["reason"] else ""
             raise PatchRejected(
-                f"patch {entry.patch} v{entry.version} was rejected: {reason}",
-                patch=entry.patch,
-                version=entry.version,
+                f"patch {name} v{version} is {verdict['status']}, not validated or "
+                f"approved{detail}",
+                patch=name,
+                version=version,
+                status=verdict["status"],
             )
 
     async def _compare_and_set(
-        self, model: str, entries: list[StackEntry], expected_revision: int, reason: str
+        self,
+        model: str,
+        entries: list[StackEntry],
+        expected_revision: int,
+        reason: str,
+        revision_floor: int = 0,
     ) -> Stack:
         """Write, record history and announce in one Lua script, so all or none happen."""
         if expected_revision < 0:
             raise BadRequest("expected_revision must be >= 0", model=model)
-        new = Stack(
-            model=model,
-            revision=expected_revision + 1,
-            entries=entries,
-            updated_at=utcnow(),
-            reason=reason,
+        new = self._signed_stack(
+            Stack(
+                model=model,
+                revision=max(expected_revision + 1, revision_floor),
+                entries=entries,
+                updated_at=utcnow(),
+                reason=reason,
+            )
         )
         event = StackEvent(model=model, revision=new.revision)
         keys = [
@@ -384,10 +447,11 @@ class Registry:
         args = [
             expected_revision,
             _dump(new),
-            _dump(Stack(model=model)),
+            _dump(self._signed_stack(Stack(model=model))),
             HISTORY_LENGTH,
             self._keys.events_channel(),
             _dump(event),
+            new.revision,
         ]
         won, revision = await self._cas(keys=keys, args=args)
         if not won:
@@ -423,7 +487,7 @@ class Registry:
             )
         if raw_previous is None:
             raise Conflict(f"model {model!r} has no earlier stack to roll back to", model=model)
-        previous = _stored_stack(raw_previous, model, "previous stack")
+        previous = self._stored_stack(raw_previous, model, "previous stack")
         why = reason or f"rollback to revision {previous.revision}"
         return await self.set_stack(model, previous.entries, current, why)
 
@@ -432,7 +496,27 @@ class Registry:
         if limit <= 0:
             return []
         raws = await self._redis.lrange(self._keys.stack_history(model), 0, limit - 1)
-        return [_stored_stack(raw, model, "stack history entry") for raw in raws]
+        return [self._stored_stack(raw, model, "stack history entry") for raw in raws]
+
+    def _signed_stack(self, stack: Stack) -> Stack:
+        return stack.model_copy(update={"signature": sign(self._key, stack.signed_payload())})
+
+    def _stored_stack(self, raw: bytes, model: str, what: str) -> Stack:
+        """A stack record read back from Redis, which anyone with write access may have
+        edited: its schema, its signature and its model are checked."""
+        stack = _parsed_stack(raw, model, what)
+        if not verify(self._key, stack.signed_payload(), stack.signature):
+            raise InvalidStoredRecord(
+                f"the stored {what} of model {model!r} fails its signature (edited outside the "
+                "registry, or written by an older version); PUT a new stack to replace it",
+                model=model,
+            )
+        if stack.model != model:
+            raise InvalidStoredRecord(
+                f"the stored {what} of model {model!r} is signed for model {stack.model!r}",
+                model=model,
+            )
+        return stack
 
     # ------------------------------------------------------------------ events
 
@@ -456,8 +540,8 @@ class Registry:
             await pubsub.aclose()
 
 
-def _stored_stack(raw: bytes, model: str, what: str) -> Stack:
-    """A stack record read back from Redis, which anyone with write access may have edited."""
+def _parsed_stack(raw: bytes, model: str, what: str) -> Stack:
+    """The schema check of a stored stack record; an edited one is a 409 that says what."""
     try:
         return Stack.model_validate_json(raw)
     except ValidationError as exc:

@@ -3,6 +3,13 @@
 Changes are learnt from pub/sub (fast) and from polling the revision (pub/sub drops messages on
 reconnect). A new stack is built and warmed beside the old one; only then is one reference
 replaced. A failed load keeps the old stack, is logged, and is counted.
+
+Redis is not trusted to decide what is served: the stack record must verify under the signing
+key and name the revision the registry announces; every entry must be validated or approved
+(signed status), within the configured α range; and a replica never goes back to a lower
+revision than it serves. A registry that comes back behind (Redis restarted empty, or restored
+from an old snapshot) therefore leaves every replica serving its last verified stack, saying so
+in readiness detail and in ``eraser_registry_behind``, until an operator carries the revision on.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from service.settings import ModelConfig, RuntimeSettings
 log = logging.getLogger(__name__)
 
 RunBlocking = Callable[..., Awaitable[Any]]
+UNREADABLE = -1  # the "revision" of a counter that is not a number
 T = TypeVar("T")
 
 
@@ -123,9 +131,21 @@ class StackWatcher:
         """
         async with self._locks[model]:
             served = self._stacks.get(model)
-            revision = await self.registry.get_revision(model)
-            if served is not None and revision in (served.revision, self._failed.get(model)):
+            try:
+                revision = await self.registry.get_revision(model)
+            except InvalidStoredRecord as exc:
+                if self._failed.get(model) != UNREADABLE:  # counted once, not on every poll
+                    self._load_failed(model, UNREADABLE, exc.message)
                 return
+            if served is not None and revision == served.revision:
+                self._in_sync(model)
+                return
+            if served is not None and revision == self._failed.get(model):
+                return
+            if served is not None and revision < served.revision:
+                self._behind(model, revision, served.revision)
+                return
+            self.metrics.registry_behind.labels(model).set(0)
             await self._swap_in(model, revision)
 
     async def _swap_in(self, model: str, revision: int) -> None:
@@ -139,6 +159,14 @@ class StackWatcher:
             stack = await self.registry.get_stack(model)
         except InvalidStoredRecord as exc:
             self._load_failed(model, revision, exc.message)
+            return
+        if stack.revision != revision:  # a replayed older record, or a hand-edited counter
+            self._load_failed(
+                model,
+                revision,
+                f"the registry announces revision {revision} but its signed stack is "
+                f"revision {stack.revision}",
+            )
             return
         try:
             loaded = await self.loader.load(stack, self.models[model], self.run_blocking)
@@ -159,6 +187,23 @@ class StackWatcher:
         self.metrics.set_active_stack(model, loaded.revision, loaded.describe())
         log.info(
             "model %s now serves stack revision %d: %s", model, loaded.revision, loaded.describe()
+        )
+
+    def _in_sync(self, model: str) -> None:
+        """The registry announces what is served (again): nothing to report."""
+        self.metrics.registry_behind.labels(model).set(0)
+        self._errors.pop(model, None)
+        self._failed.pop(model, None)
+
+    def _behind(self, model: str, revision: int, served: int) -> None:
+        """The registry went back: keep the last verified stack, and say so loudly."""
+        self.metrics.registry_behind.labels(model).set(1)
+        self._load_failed(
+            model,
+            revision,
+            f"the registry is at revision {revision}, behind the served revision {served} "
+            "(Redis lost or restored its data): keeping the last verified stack; see "
+            "docs/operations.md, 'Redis lost its data'",
         )
 
     def _load_failed(self, model: str, revision: int, reason: str) -> None:

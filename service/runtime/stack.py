@@ -131,9 +131,17 @@ class StackLoader:
         self.cache = cache
 
     async def load(self, stack: Stack, model: ModelConfig, run_blocking) -> LoadedStack:
-        """``run_blocking(fn, *args)`` runs session creation off the event loop."""
+        """``run_blocking(fn, *args)`` runs session creation off the event loop. Refuses (with
+        the registry's typed errors) an entry whose α is out of range or whose signed status is
+        neither validated nor approved: the stack record alone does not decide what serves."""
         patches = []
         for entry in stack.entries:
+            if not 0 <= entry.alpha <= self.runtime.max_alpha:
+                raise PatchLoadError(
+                    f"{entry.patch} v{entry.version}: α {entry.alpha:g} is outside the "
+                    f"configured range [0, {self.runtime.max_alpha:g}]"
+                )
+            await self.registry.require_servable(entry.patch, entry.version)
             manifest = await self.registry.get_manifest(entry.patch, entry.version)
             key = (entry.patch, entry.version)
             session = self.cache.get(key)

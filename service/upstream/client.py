@@ -4,7 +4,8 @@ Layers, outermost first, and why each sits where it does:
 
 1. ``predict`` encodes, calls, decodes and normalises to log-probabilities. Decoding sits
    *outside* the breaker: an unusable body is a contract problem, not an outage.
-2. Circuit breaker (purgatory's state machine, one circuit per model). It sees one outcome per
+2. Circuit breaker (purgatory's state machine, one circuit per model, open periods backed off
+   from ``breaker_reset_s`` up to ``breaker_max_reset_s``). It sees one outcome per
    logical call, after retries. Failures that count: ``UpstreamUnavailable``, ``UpstreamTimeout``,
    ``UpstreamStatus`` >= 500. Not counted — and, as in purgatory's exclude semantics, treated as
    proof of life that resets the consecutive count: 4xx (caller or config fault; the upstream is
@@ -53,7 +54,7 @@ from service.errors import (
     UpstreamUnavailable,
 )
 from service.settings import ModelConfig
-from service.upstream.breaker import BreakerState, CircuitBreaker
+from service.upstream.breaker import Backoff, BreakerState, CircuitBreaker
 from service.upstream.codecs import make_codec
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class UpstreamClient:
         self._breaker = CircuitBreaker(
             model.name,
             cfg.breaker_threshold,
-            cfg.breaker_reset_s,
+            Backoff(cfg.breaker_reset_s, cfg.breaker_backoff_factor, cfg.breaker_max_reset_s),
             trial_budget_s=cfg.connect_timeout_s + cfg.read_timeout_s,
             on_open=self._breaker_opened,
         )
@@ -146,7 +147,7 @@ class UpstreamClient:
     @property
     def breaker_state(self) -> BreakerState:
         """``"closed"``, ``"open"`` or ``"half-opened"``; open turns half-opened on the next call
-        after ``breaker_reset_s`` (purgatory moves state on calls, not on a timer)."""
+        after the open period (purgatory moves state on calls, not on a timer)."""
         return self._breaker.state
 
     def __repr__(self) -> str:
@@ -299,13 +300,13 @@ class UpstreamClient:
             )
         return UpstreamBadResponse(f"upstream answer could not be read: {exc}")
 
-    def _breaker_opened(self, failures: int) -> None:
+    def _breaker_opened(self, failures: int, trial_in_s: float) -> None:
         log.warning(
             "circuit for upstream of model %s opened after %d consecutive failures; "
             "trial call in %.2f s",
             self.model.name,
             failures,
-            self._cfg.breaker_reset_s,
+            trial_in_s,
         )
         self._emit("breaker_open")
 

@@ -2,8 +2,8 @@
 but a header without figures.
 
 The JSON files hold what was measured; the file is their rendering. When a generator changes,
-re-render without measuring: ``python -m bench.perf --markdown-only`` and
-``python -m bench.quality --markdown-only``.
+re-render without measuring: ``python -m bench.perf --markdown-only``,
+``python -m bench.quality --markdown-only`` and ``python -m bench.reliability --markdown-only``.
 """
 
 from __future__ import annotations
@@ -17,12 +17,17 @@ import pytest
 
 from bench.markdown import MD_END, MD_START, TABLE_ROWS, markdown_section, replace_section
 from bench.quality.markdown import MARKERS, plot_paths, section
+from bench.reliability.markdown import MARKERS as RELIABILITY_MARKERS
+from bench.reliability.markdown import render_section as reliability_section
 from deploy.local.processes import ROOT
 
 RESULTS = ROOT / "bench" / "results"
 MARKDOWN = ROOT / "BENCHMARKS.md"
-RERENDER = "python -m bench.perf --markdown-only && python -m bench.quality --markdown-only"
-BLOCKS = ((MD_START, MD_END), MARKERS)
+RERENDER = (
+    "python -m bench.perf --markdown-only && python -m bench.quality --markdown-only && "
+    "python -m bench.reliability --markdown-only"
+)
+BLOCKS = ((MD_START, MD_END), MARKERS, RELIABILITY_MARKERS)
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +40,18 @@ def quality() -> dict[str, Any]:
     return json.loads((RESULTS / "quality.json").read_text())
 
 
-def render(text: str, perf: dict[str, Any], quality: dict[str, Any]) -> str:
-    """``text`` with both generated sections rewritten from the JSON, as the CLIs do."""
+@pytest.fixture(scope="module")
+def reliability() -> dict[str, Any]:
+    return json.loads((RESULTS / "reliability.json").read_text())
+
+
+def render(
+    text: str, perf: dict[str, Any], quality: dict[str, Any], reliability: dict[str, Any]
+) -> str:
+    """``text`` with every generated section rewritten from the JSON, as the CLIs do."""
     text = replace_section(text, markdown_section(perf))
-    return replace_section(text, section(quality, plot_paths(RESULTS, quality)), MARKERS)
+    text = replace_section(text, section(quality, plot_paths(RESULTS, quality)), MARKERS)
+    return replace_section(text, reliability_section(reliability), RELIABILITY_MARKERS)
 
 
 def outside_blocks(text: str) -> str:
@@ -47,17 +60,18 @@ def outside_blocks(text: str) -> str:
     return text
 
 
-def test_benchmarks_md_is_the_rendering_of_the_committed_json(perf, quality) -> None:
+def test_benchmarks_md_is_the_rendering_of_the_committed_json(perf, quality, reliability) -> None:
     text = MARKDOWN.read_text()
     for start, end in BLOCKS:
         assert text.count(start) == 1 and text.count(end) == 1
-    assert render(text, perf, quality) == text, f"BENCHMARKS.md is stale: run `{RERENDER}`"
+    rendered = render(text, perf, quality, reliability)
+    assert rendered == text, f"BENCHMARKS.md is stale: run `{RERENDER}`"
 
 
-def test_rendering_twice_changes_nothing(perf, quality) -> None:
+def test_rendering_twice_changes_nothing(perf, quality, reliability) -> None:
     for text in ("", "# Benchmarks\n\nHeader.\n", MARKDOWN.read_text()):
-        once = render(text, perf, quality)
-        assert render(once, perf, quality) == once
+        once = render(text, perf, quality, reliability)
+        assert render(once, perf, quality, reliability) == once
 
 
 def test_no_hand_typed_figure_outside_the_generated_blocks() -> None:
@@ -126,3 +140,16 @@ def test_quality_notes_follow_the_json(quality) -> None:
     per_seed_rows = [x for x in text.splitlines() if per_seed.match(x)]
     assert len(per_seed_rows) == len(quality["_runs"])
     assert text.count("**rejected**") == sum(r["status"] != "validated" for r in quality["_runs"])
+
+
+def test_reliability_targets_table_holds_exactly_the_json_verdicts(reliability) -> None:
+    """Every target row shows the measured value and the verdict computed in the JSON."""
+    from bench.reliability.markdown import LABELS, _value
+
+    text = MARKDOWN.read_text()
+    for name, target in reliability["_targets"].items():
+        row = next(line for line in text.splitlines() if line.startswith(f"| {LABELS[name]} |"))
+        cells = row.split(" | ")
+        assert cells[1] == _value(target["value"]), name
+        met = "not measured" if target["met"] is None else ("yes" if target["met"] else "**no**")
+        assert cells[3].rstrip(" |") == met, name

@@ -4,7 +4,7 @@ every dashboard query and every rule returns data without error.
 
 Traffic is synthetic on purpose: groups and true labels are drawn from the decisions the
 gateway served, so that the fair stage is biased enough to fire the bias alerts, and a
-tampered patch blob makes a hot-load fail, and a model whose upstream refuses connections
+tampered stack record makes a hot-load fail, and a model whose upstream refuses connections
 produces upstream errors; every panel then has something to show.
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 import redis.asyncio as aioredis
 from fairlearn.metrics import (
@@ -32,6 +33,7 @@ from blackbox.model import MlpWeights
 from blackbox.server import create_app as create_blackbox
 from patch_training.metrics import group_report
 from service.api.app import create_app
+from service.registry.keys import RegistryKeys
 from service.settings import GatewaySettings
 from tests.deploy.queries import dashboard_queries, rule_queries
 from tests.fixtures_upstream import refused_port
@@ -169,13 +171,22 @@ async def serve_and_label(
 
 
 async def tamper_and_fail_a_hot_load(client: httpx.AsyncClient, settings: GatewaySettings) -> None:
-    r = await register_patch(client, "race", random_patch(seed=12))
-    key = f"{settings.redis.key_prefix}:blob:{r.json()['sha256']}"
+    """The active stack record edited in Redis (α changed, signature kept, revision bumped):
+    the replica refuses it and counts a failed hot-load; then the revision counter goes back to
+    0, as after a Redis data loss: the replica keeps revision 1 and reports the registry behind."""
+    keys = RegistryKeys(settings.redis.key_prefix)
     async with aioredis.Redis.from_url(settings.redis.url) as redis:
-        await redis.set(key, b"tampered bytes")
-    body = {"entries": [{"patch": "race", "version": 2}], "expected_revision": 1}
-    r = await client.put(f"/models/{MODEL}/stack", headers=ADMIN, json=body)
-    assert r.status_code == 200 and r.json()["served_revision"] == 1, r.text
+        record = orjson.loads(await redis.get(keys.stack(MODEL)))
+        record |= {"revision": 2, "entries": [{**record["entries"][0], "alpha": 2 * ALPHA}]}
+        await redis.set(keys.stack(MODEL), orjson.dumps(record))
+        await redis.set(keys.stack_revision(MODEL), 2)
+    r = await client.get(f"/models/{MODEL}/stack", headers=ADMIN)
+    assert r.status_code == 409 and r.json()["error"]["served_revision"] == 1, r.text
+    async with aioredis.Redis.from_url(settings.redis.url) as redis:  # then the counter is lost
+        await redis.set(keys.stack_revision(MODEL), 0)
+    await client.get(f"/models/{MODEL}/stack", headers=ADMIN)  # the route refreshes the replica
+    ready = (await client.get("/v2/health/ready")).json()
+    assert "behind the served revision 1" in ready["problems"][MODEL]["error"], ready
 
 
 async def phase_a(client: httpx.AsyncClient, settings: GatewaySettings, rows: np.ndarray) -> None:

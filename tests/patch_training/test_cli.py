@@ -55,6 +55,26 @@ def test_train_registers_a_version_and_prints_the_result(
         assert client.exists(f"{key_prefix}:manifest:cli-race:1")
 
 
+def test_a_refused_cache_entry_is_reported(
+    env: Path, blackbox_url: str, redis_client: object, key_prefix: str
+) -> None:
+    from patch_training.blackbox import OutputCache
+    from service.calibration.loader import load_calibration
+    from service.settings import ModelConfig
+
+    model = ModelConfig.model_validate(standin_model_config(blackbox_url))
+    x = load_calibration(env.read_bytes(), model, "two_year_recid", ["race"], 10**6, "c.csv").x
+    where = f"{key_prefix}:bb_cache:{OutputCache.key_for(model, x)}"
+    with redis.Redis.from_url(REDIS_URL) as client:
+        client.set(where, b"forged")
+    result = train(env)
+    assert result.exit_code == 0, result.output
+    assert "not an authenticated" in json.loads(result.stdout)["cache_entry_refused"]
+    assert "warning: cached black-box answers refused" in result.stderr
+    with redis.Redis.from_url(REDIS_URL) as client:
+        assert client.get(where) != b"forged"  # replaced by the answers just queried
+
+
 def test_a_bad_calibration_file_is_a_usage_error_and_stores_nothing(
     env: Path, redis_client: object, key_prefix: str
 ) -> None:

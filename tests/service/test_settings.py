@@ -53,6 +53,10 @@ def test_shared_prediction_and_admin_keys_are_refused() -> None:
             "exactly two class names",
         ),
         ({"input": {"shape": [2], "features": ["a", "b", "c"]}}, "3 feature names"),
+        (
+            {"upstream": {"url": "u", "breaker_reset_s": 10, "breaker_max_reset_s": 5}},
+            "breaker_max_reset_s .* is below breaker_reset_s",
+        ),
     ],
 )
 def test_inconsistent_model_entries_are_refused(model: dict, reason: str) -> None:

@@ -9,7 +9,9 @@ import io
 import numpy as np
 import orjson
 import pytest
+import redis.asyncio as aioredis
 
+from patch_training.blackbox import MAGIC, Answers, OutputCache, query_log_probs
 from patch_training.jobs.context import JobContext, open_context
 from patch_training.jobs.pipeline import run_training
 from patch_training.jobs.progress import JobProgress
@@ -68,6 +70,22 @@ async def test_rerun_reuses_the_cached_black_box_answers(
     second = await run_training(spec(name="race"), calibration, ctx)
     assert (first.cached_outputs, second.cached_outputs) == (False, True)
     assert [p.version for p in second.patches] == [2]
+
+
+async def test_a_forged_cache_entry_is_not_trained_on_and_the_result_says_so(
+    ctx: JobContext, calibration: CalibrationSet, redis_client: aioredis.Redis
+) -> None:
+    first = await run_training(spec(name="race"), calibration, ctx)
+    where = ctx.cache.redis_key(OutputCache.key_for(ctx.model("compas"), calibration.x))
+    stored = await redis_client.get(where)
+    forged = io.BytesIO()
+    np.save(forged, (await _answers(ctx, calibration)).log_p[:, ::-1].copy())  # flipped
+    await redis_client.set(where, stored[: len(MAGIC) + 65] + forged.getvalue())  # old MAC kept
+    second = await run_training(spec(name="race"), calibration, ctx)
+    assert not second.cached_outputs and "bad MAC" in (second.cache_entry_refused or "")
+    assert second.patches[0].evidence == first.patches[0].evidence  # trained on true answers
+    assert first.cache_entry_refused is None
+    assert (await _answers(ctx, calibration)).cached  # the entry was replaced by a good one
 
 
 async def test_same_seed_gives_the_same_patch(ctx: JobContext, calibration: CalibrationSet) -> None:
@@ -175,7 +193,7 @@ async def test_the_gate_judges_the_registered_artifact_on_rows_the_method_never_
     v = plan.verdict
     manifest = await ctx.registry.get_manifest("race", outcome.version)
     model = ctx.model("compas")
-    log_m, _ = await _answers(ctx, calibration)
+    log_m = (await _answers(ctx, calibration)).log_p
     log_g = served_log_bias(await ctx.registry.get_blob(manifest), calibration.x[v], model)
     fair = np.argmax(fair_log_probs(log_m[v], [log_g], [outcome.alpha]), axis=1)
     again = paired_evidence(calibration.y[v], calibration.bias["race"][v],
@@ -184,7 +202,5 @@ async def test_the_gate_judges_the_registered_artifact_on_rows_the_method_never_
     assert again == outcome.evidence
 
 
-async def _answers(ctx: JobContext, calibration: CalibrationSet) -> tuple[np.ndarray, bool]:
-    from patch_training.blackbox import query_log_probs
-
+async def _answers(ctx: JobContext, calibration: CalibrationSet) -> Answers:
     return await query_log_probs(ctx.model("compas"), calibration.x, ctx.cache)

@@ -28,7 +28,8 @@ async def test_registered_versions_are_listed_signed_and_numbered(
     listed = (await client.get("/patches", headers=ADMIN)).json()
     assert listed == [{"name": "race", "latest_version": 2, "kind": "custom", "model": MODEL}]
     one = (await client.get("/patches/race/versions/1", headers=ADMIN)).json()
-    assert one["manifest"]["version"] == 1 and one["status"]["status"] == "registered"
+    assert one["manifest"]["version"] == 1 and one["status"]["status"] == "approved"
+    assert "not judged by the validation gate" in one["status"]["reason"]
     assert (await client.get("/patches/race/versions/9", headers=ADMIN)).status_code == 404
 
 

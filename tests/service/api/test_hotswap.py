@@ -110,22 +110,26 @@ async def test_a_failed_hot_load_keeps_the_old_stack_and_is_counted(
     await register_patch(client, "race", random_patch(1))
     await activate(client, [{"patch": "race", "version": 1}], 0)
     r = await register_patch(client, "race", random_patch(2))
-    sha = r.json()["sha256"]
+    await activate(client, [{"patch": "race", "version": 2}], expected_revision=1)
+    await activate(client, [{"patch": "race", "version": 1}], expected_revision=2)
     registry = app.state.gateway.registry
-    await redis_client.set(registry.keys.blob(sha), b"tampered bytes")
+    # The blob of v2 is damaged once it is no longer active; a rollback must not serve it.
+    await redis_client.set(registry.keys.blob(r.json()["sha256"]), b"tampered bytes")
+    app.state.gateway.watcher.cache.retain(set())  # as a freshly started replica would
 
-    r = await activate(client, [{"patch": "race", "version": 2}], expected_revision=1)
-    assert r.status_code == 200
-    assert r.json()["served_revision"] == 1
-    assert "hash mismatch" in r.json()["load_error"]
+    r = await client.post(f"/models/{MODEL}/stack/rollback", headers=ADMIN)
+    assert r.status_code == 409 and "hash mismatch" in r.json()["error"]["message"]
+    await redis_client.set(registry.keys.stack_revision(MODEL), 4)  # announce a bogus revision
+    await app.state.gateway.watcher.refresh(MODEL)
     labels = {"model": MODEL, "outcome": "failure"}
     assert metrics.registry.get_sample_value("eraser_hotload_total", labels) == 1.0
     pred = await client.post(
         "/predict", headers=PREDICT, json={"model": MODEL, "instances": ROWS.tolist()}
     )
-    assert pred.status_code == 200 and pred.json()["revision"] == 1
+    assert pred.status_code == 200 and pred.json()["revision"] == 3
     view = (await client.get(f"/models/{MODEL}/stack", headers=ADMIN)).json()
-    assert view["stack"]["revision"] == 2 and view["served_revision"] == 1
+    assert view["stack"]["revision"] == 3 and view["served_revision"] == 3
+    assert "announces revision 4" in view["load_error"]
 
 
 async def served_revision(app: FastAPI, expected: int, timeout_s: float = 5.0) -> bool:

@@ -94,8 +94,10 @@ async def store_round_trip() -> None:
         start = time.perf_counter()
         await monitor.observe(model, raw, raw, groups)
         times.append(time.perf_counter() - start)
-    print(f"observe (count + Redis XADD/XTRIM), batch 1: median {us(statistics.median(times))}")
-    await redis.delete(store.stream)
+    print(f"observe (count + Redis put script), batch 1: median {us(statistics.median(times))}")
+    keys = [k async for k in redis.scan_iter(match=f"{prefix}:*", count=1000)]
+    if keys:
+        await redis.delete(*keys)
     await redis.aclose()
 
 

@@ -4,7 +4,7 @@ black box and a real Redis."""
 from __future__ import annotations
 
 import json
-import time
+import re
 
 import httpx
 import numpy as np
@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from service.api.app import create_app
 from service.metrics import GatewayMetrics
+from service.monitoring.store import new_request_id
 from tests.fixtures_upstream import fake_upstream, refused_port
 from tests.service.api.conftest import (
     ADMIN,
@@ -78,7 +79,8 @@ async def test_an_answer_without_monitor_counts_and_stores_nothing(
         if s.name.endswith("_total")
     ]
     assert samples and not any(samples)
-    assert not await redis_client.exists(app.state.gateway.monitor.store.stream)
+    store = app.state.gateway.monitor.store
+    assert not [k async for k in redis_client.scan_iter(match=f"{store.prefix}:monitor:*")]
 
 
 async def test_monitoring_attributes_never_reach_the_upstream(
@@ -168,11 +170,28 @@ async def test_feedback_counts_the_label_once_per_instance_for_both_stages(
     assert again.json()["error"]["code"] == "feedback_already_recorded"
 
 
+def one_char_off(request_id: str) -> str:
+    return request_id[:-1] + ("0" if request_id[-1] != "0" else "1")
+
+
+async def test_request_ids_are_32_random_hex_characters_and_distinct(
+    client: httpx.AsyncClient,
+) -> None:
+    ids = [(await monitored_predict(client))["request_id"] for _ in range(30)]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    assert len(set(ids)) == len(ids)
+
+
 @pytest.mark.parametrize(
     ("change", "status", "code", "reason"),
     [
-        ({"request_id": "1000-0"}, 404, "request_not_found", "expired"),
-        ({"request_id": "nonsense"}, 404, "request_not_found", "unknown"),
+        ({"request_id": new_request_id()}, 404, "request_not_found", "unknown"),
+        ({"request_id": "1000-0"}, 422, "invalid_request", None),  # the ids of earlier releases
+        ({"request_id": "9" * 30 + "-0"}, 422, "invalid_request", None),  # was a Redis error
+        ({"request_id": "nonsense"}, 422, "invalid_request", None),
+        ({"request_id": "A" * 32}, 422, "invalid_request", None),
+        ({"request_id": "a" * 33}, 422, "invalid_request", None),
+        ({"request_id": "a" * 100_000}, 422, "invalid_request", None),
         ({"index": 3}, 422, "invalid_feedback", None),
         ({"label": "maybe"}, 422, "invalid_feedback", None),
     ],
@@ -188,8 +207,20 @@ async def test_feedback_that_matches_no_served_instance_says_why(
     assert error["code"] == code and error.get("reason") == reason
 
 
+async def test_an_issued_id_with_one_character_changed_is_not_found(
+    client: httpx.AsyncClient,
+) -> None:
+    body = await monitored_predict(client)
+    fb = {"request_id": one_char_off(body["request_id"]), "index": 0, "label": "recid"}
+    r = await client.post("/feedback", headers=FEEDBACK, json=fb)
+    assert r.status_code == 404, r.text
+    assert r.json()["error"]["reason"] == "unknown"
+    fb["request_id"] = body["request_id"]
+    assert (await client.post("/feedback", headers=FEEDBACK, json=fb)).status_code == 200
+
+
 async def test_feedback_needs_the_feedback_or_admin_key(client: httpx.AsyncClient) -> None:
-    fb = {"request_id": "1-0", "index": 0, "label": "recid"}
+    fb = {"request_id": new_request_id(), "index": 0, "label": "recid"}
     assert (await client.post("/feedback", json=fb)).status_code == 401
     assert (await client.post("/feedback", headers=PREDICT, json=fb)).status_code == 403
     assert (await client.post("/feedback", headers=FEEDBACK, json=fb)).status_code == 404
@@ -209,7 +240,7 @@ async def test_a_failing_store_leaves_the_prediction_whole_without_a_request_id(
             )
             == 1
         )
-        fb = {"request_id": f"{int(time.time() * 1000)}-0", "index": 0, "label": "recid"}
+        fb = {"request_id": new_request_id(), "index": 0, "label": "recid"}
         r = await client.post("/feedback", headers=FEEDBACK, json=fb)
         assert r.status_code == 503 and r.json()["error"]["code"] == "monitoring_store_unavailable"
     finally:

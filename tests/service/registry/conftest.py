@@ -7,9 +7,11 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from service.registry.models import PatchSpec
+from service.registry.models import APPROVED, PatchSpec, VersionStatus
 from service.registry.store import Registry
 from tests.conftest import SIGNING_KEY
+
+SERVABLE = VersionStatus(status=APPROVED, reason="a test's patch")  # a stack may list it
 
 
 def make_spec(model: str = "credit", **overrides: Any) -> PatchSpec:

@@ -9,14 +9,16 @@ import pytest
 from service.errors import BadRequest, Conflict, PatchNotFound, StackConflict
 from service.registry.models import StackEntry
 from service.registry.store import Registry
-from tests.service.registry.conftest import make_spec
+from tests.service.registry.conftest import SERVABLE, make_spec
 
 MODEL = "credit"
 
 
 async def _patches(registry: Registry, count: int = 2) -> list[StackEntry]:
     for i in range(count):
-        await registry.register_version("race", make_spec(MODEL), f"blob-{i}".encode())
+        await registry.register_version(
+            "race", make_spec(MODEL), f"blob-{i}".encode(), status=SERVABLE
+        )
     return [StackEntry(patch="race", version=v + 1, alpha=0.5) for v in range(count)]
 
 
@@ -135,6 +137,6 @@ async def test_set_stack_refuses_duplicates_and_mismatched_classes(registry: Reg
     with pytest.raises(BadRequest):
         await registry.set_stack(MODEL, [v1, v1], expected_revision=0)
     spec = make_spec(MODEL, classes=["a", "b", "c"])
-    await registry.register_version("sex", spec, b"three-class")
+    await registry.register_version("sex", spec, b"three-class", status=SERVABLE)
     with pytest.raises(BadRequest, match="class order"):
         await registry.set_stack(MODEL, [v1, StackEntry(patch="sex", version=1)], 0)

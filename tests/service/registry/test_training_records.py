@@ -14,7 +14,7 @@ from service.registry.models import (
     VersionStatus,
 )
 from service.registry.store import Registry
-from tests.service.registry.conftest import make_spec
+from tests.service.registry.conftest import SERVABLE, make_spec
 
 BLOB = b"\x08\x01onnx-bytes"
 REPORT = PatchReport(json_bytes=b'{"eo_bias": 0.02}', png=b"\x89PNG...")
@@ -74,11 +74,11 @@ async def test_rejected_versions_never_become_active(registry: Registry) -> None
 async def test_a_version_rejected_later_blocks_rollback_to_it(
     registry: Registry, redis_client: aioredis.Redis
 ) -> None:
-    good = await registry.register_version("race", make_spec(), BLOB)
+    good = await registry.register_version("race", make_spec(), BLOB, status=SERVABLE)
     entry = StackEntry(patch="race", version=good.version)
     await registry.set_stack("credit", [entry], 0)
     await registry.set_stack("credit", [], 1)
     status = VersionStatus(status=REJECTED, reason="found biased in production")
-    await redis_client.hset(registry.keys.status("race", good.version), mapping=status.as_mapping())
-    with pytest.raises(PatchRejected):
+    await registry.set_status("race", good.version, status)
+    with pytest.raises(PatchRejected, match="found biased in production"):
         await registry.rollback("credit")
