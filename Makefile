@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 PYTHON ?= python3
 
-.PHONY: test test-fast demo bench-perf bench-quality lint redis prometheus compose-cli clean
+.PHONY: test test-fast demo bench-perf bench-quality bench-reliability lint redis prometheus compose-cli clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ bench-perf: redis
 # COMPAS, Adult and MNIST are the slices vendored in blackbox/data and bench/data.
 bench-quality: redis
 	$(PY) -m bench.quality
+
+# Redis and black-box faults, tampering, hot-swaps, body bombs, fuzzing: real processes on
+# loopback with a Redis of its own (about five minutes; `python -m bench.reliability --quick`).
+bench-reliability: redis
+	$(PY) -m bench.reliability
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .hypothesis

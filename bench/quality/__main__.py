@@ -25,9 +25,17 @@ from bench.quality.datasets import DATA_DIR
 from bench.quality.deployed import deployed_onnx
 from bench.quality.gate_stats import gate_stats
 from bench.quality.markdown import plot_paths, write_markdown
+from bench.quality.outer_cv import outer_summary
 from bench.quality.plots import plot_setting
-from bench.quality.protocol import SETTINGS, Run, evaluate, plan
+from bench.quality.protocol import SETTINGS, Run, evaluate, evaluate_outer, plan, plan_outer
 from bench.quality.results import aggregate, for_json, targets
+from bench.quality.stacked import (
+    StackRun,
+    evaluate_stacked,
+    plan_stacked,
+    stacked_summary,
+    submit_stacked,
+)
 from bench.quality.system import RUN_DIR, running_system
 from blackbox.onnx_model import write_onnx_model
 from deploy.local.processes import ROOT
@@ -47,13 +55,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="an earlier run's quality.json whose gate statistics to keep beside this run's",
     )
     p.add_argument(
+        "--no-outer",
+        dest="outer",
+        action="store_false",
+        help="skip the outer cross-validation and the stacked attributes of the tabular "
+        "settings (--quick skips them)",
+    )
+    p.add_argument(
         "--markdown-only",
         action="store_true",
         help="measure nothing: rewrite the BENCHMARKS.md section from the folder's quality.json",
     )
     args = p.parse_args(argv)
     if args.quick:
-        args.seeds, args.settings = 1, "compas"
+        args.seeds, args.settings, args.outer = 1, "compas", False
         args.out = args.out or RUN_DIR / "quick"
     args.out = args.out or RESULTS
     args.settings = [s.strip() for s in args.settings.split(",") if s.strip()]
@@ -70,12 +85,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         write_markdown(ROOT / "BENCHMARKS.md", res, plot_paths(args.out, res))
         return res
     started = time.perf_counter()
-    runs = plan(args.settings, list(range(args.seeds)), DATA_DIR)  # the vendored bench/data
-    phases = {"deployed_models": _deploy(runs)}
+    seeds = list(range(args.seeds))
+    runs = plan(args.settings, seeds, DATA_DIR)  # the vendored bench/data
+    outer = plan_outer(args.settings, seeds, DATA_DIR) if args.outer else []
+    stacked = plan_stacked(args.settings, seeds, DATA_DIR) if args.outer else []
+    phases = {"deployed_models": _deploy(runs + outer)}
     t0 = time.perf_counter()
-    results = _measure(runs)
+    measured = _measure(runs, outer, stacked)
     phases["jobs_and_predictions"] = time.perf_counter() - t0
-    res = _report(args, results, phases, time.perf_counter() - started)
+    res = _report(args, measured, phases, time.perf_counter() - started)
     print(f"results: {args.out / 'quality.json'}")
     for dataset, checks in res["_targets"].items():
         verdicts = ", ".join(f"{k}: {v['value']} ({'met' if v['met'] else 'MISSED'})"
@@ -97,24 +115,36 @@ def _deploy(runs: list[Run]) -> float:
     return time.perf_counter() - started
 
 
-def _measure(runs: list[Run]) -> list[dict[str, Any]]:
-    """Queue every job at once (the worker trains the next while this process measures the
-    last), then measure the runs in order."""
-    with running_system([r.model() for r in runs], RUN_DIR / "models") as system:
+def _measure(runs: list[Run], outer: list[Run], stacked: list[StackRun]) -> dict[str, list]:
+    """Queue every job at once (the workers train the next while this process measures the
+    last), then measure the runs in order: the fixed-split runs, the outer folds, the stacks.
+    ``{"fixed" | "outer" | "stacked": records}``."""
+    models = [r.model() for r in [*runs, *outer, *stacked]]
+    with running_system(models, RUN_DIR / "models") as system:
         gw = Gateway(system.gateway_url)
         try:
-            urls = [gw.submit(r.gateway_model, r.task, r.calib, r.seed) for r in runs]
-            bar = tqdm(list(zip(runs, urls, strict=True)), desc="jobs + test predictions",
-                       unit="run")  # fmt: skip
-            return [evaluate(gw, run, url) for run, url in bar]
+            queued = [
+                *(("fixed", r, _submit(gw, r), evaluate) for r in runs),
+                *(("outer", r, _submit(gw, r), evaluate_outer) for r in outer),
+                *(("stacked", r, submit_stacked(gw, r), evaluate_stacked) for r in stacked),
+            ]
+            done: dict[str, list] = {"fixed": [], "outer": [], "stacked": []}
+            for kind, run, url, measure in tqdm(queued, desc="jobs + test predictions",
+                                                unit="run"):  # fmt: skip
+                done[kind].append(measure(gw, run, url))
+            return done
         finally:
             gw.close()
 
 
+def _submit(gw: Gateway, run: Run) -> str:
+    return gw.submit(run.gateway_model, run.task, run.calib, run.seed)
+
+
 def _report(
-    args: argparse.Namespace, results: list[dict[str, Any]], phases: dict[str, float],
-    wall_s: float,
-) -> dict[str, Any]:  # fmt: skip
+    args: argparse.Namespace, measured: dict[str, list], phases: dict[str, float], wall_s: float
+) -> dict[str, Any]:
+    results, outer, stacked = measured["fixed"], measured["outer"], measured["stacked"]
     summary = aggregate(results)
     command = "python -m bench.quality --quick" if args.quick else "make bench-quality"
     res: dict[str, Any] = {
@@ -132,6 +162,10 @@ def _report(
         "_runs": [_run_record(r) for r in results],
     }
     res["_gate"] = {"this_run": gate_stats(res["_runs"])}
+    if outer:
+        res["_outer_cv"] = outer_summary(outer)
+    if stacked:
+        res["_stacked"] = stacked_summary(stacked)
     if args.gate_baseline is not None:  # the same statistics from an earlier run, for comparison
         baseline = orjson.loads(args.gate_baseline.read_bytes())
         res["_gate"]["baseline"] = baseline["_gate"]["this_run"] | {

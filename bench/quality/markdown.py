@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.markdown import replace_section
+from bench.quality.outer_markdown import outer_section
 from bench.quality.protocol import SETTINGS
 from bench.quality.results import PAPER
+from bench.quality.stacked import stacked_markdown
 from deploy.local.processes import ROOT
 
 MARKERS = ("<!-- quality:start -->", "<!-- quality:end -->")
@@ -23,7 +25,11 @@ METHOD_LABELS = {
     "raw": "raw deployed model",
     "eraser": "Eraser, α = 1",
     "eraser_tuned": "Eraser, α chosen on calibration data",
+    "linearpost_blind": "LinearPost, attribute-blind (EO, tolerance 0)",
+    "linearpost_blind_relaxed": "LinearPost, attribute-blind (EO, tolerance 0.05)",
     "fairlearn_to": "ThresholdOptimizer (EO)*",
+    "error_parity": "error-parity RelaxedThresholdOptimizer (EO, tolerance 0)*",
+    "error_parity_relaxed": "error-parity RelaxedThresholdOptimizer (EO, tolerance 0.05)*",
 }
 Runs = list[dict[str, Any]]
 
@@ -56,9 +62,11 @@ def section(res: dict[str, Any], plots: dict[str, str]) -> str:
         "target classes of max − min accuracy across bias groups; fairlearn's "
         "`equalized_odds_difference` (EOD) and `demographic_parity_difference` (DPD) as a "
         "cross-check (binary targets only). α: the job's choice per seed. "
-        "*ThresholdOptimizer needs each test instance's sensitive attribute at prediction time; "
-        "the Eraser does not. ThresholdOptimizer handles binary targets only, so Colored MNIST has "
-        "no such row. "
+        "*ThresholdOptimizer and error-parity need each test instance's sensitive attribute at "
+        "prediction time; the Eraser and LinearPost (attribute-blind: it predicts the attribute "
+        "and the target from the inputs and the black box's answers, then post-processes "
+        "linearly) do not. The peers handle binary targets only, so Colored MNIST has no such "
+        "rows; all are fitted on the job's calibration rows and the same black-box answers. "
         "Where the gate rejected a patch the gateway keeps serving the raw model, so that seed's "
         "Eraser rows are the raw model's (counted in the table). Each job sets aside a share of "
         "every (target, bias) cell of its calibration set as verdict rows: the nets are fitted, "
@@ -75,6 +83,11 @@ def section(res: dict[str, Any], plots: dict[str, str]) -> str:
         if key in res:
             checks = res["_targets"].get(key, {})
             lines += _setting(key, res[key], plots.get(key), _of(runs, setting=key), checks)
+    lines += outer_section(res.get("_outer_cv"), {k: s.title for k, s in SETTINGS.items()},
+                           METHOD_LABELS | {"candidate": "Eraser, the job's patch (served or not)"},
+                           {k: res.get(k, {}).get("vanilla.raw", {}).get("eo_floor")
+                            for k in SETTINGS})  # fmt: skip
+    lines += stacked_markdown(res.get("_stacked", {}))
     lines += _across(res, runs)
     lines += _protocol(meta)
     lines.append(MARKERS[1])

@@ -56,3 +56,53 @@ def threshold_optimizer(
         warnings.simplefilter("ignore", FutureWarning)
         to.fit(calib_probs, calib_y, sensitive_features=calib_b)
         return np.asarray(to.predict(test_probs, sensitive_features=test_b, random_state=seed))
+
+
+def error_parity(
+    calib_probs: np.ndarray,
+    calib_y: np.ndarray,
+    calib_b: np.ndarray,
+    test_probs: np.ndarray,
+    test_b: np.ndarray,
+    tolerance: float,
+    seed: int,
+) -> np.ndarray:
+    """Relaxed equalized-odds thresholds (error-parity) fitted on calibration scores; test 0/1.
+
+    error-parity's ``RelaxedThresholdOptimizer`` (Cruz & Hardt, "Unprocessing seven years of
+    algorithmic fairness") is Hardt et al.'s post-processing with the equality relaxed: it
+    solves an LP for the cheapest point on each group's ROC convex hull such that any two
+    groups' (FPR, TPR) points are at most ``tolerance`` apart in l-inf norm, i.e. an
+    equalized-odds gap of at most ``tolerance`` *on the calibration set* (0 is exact EO,
+    0.05 allows 5 points), then realises each point as a randomised mix of two thresholds
+    (and, inside the hull, a coin on the ROC diagonal). Like ThresholdOptimizer it is
+    attribute-aware: every test instance's group picks its thresholds, which the Eraser does
+    not need; and it handles binary targets only. The score is the black box's positive-class
+    probability, so this post-processes the deployed model's own answers.
+    """
+    if calib_probs.shape[1] != 2 or not np.isin(calib_y, (0, 1)).all():
+        raise ValueError("error-parity's RelaxedThresholdOptimizer handles binary targets only")
+    # Imported here: it pulls in cvxpy, which nothing else in the benchmark needs.
+    from error_parity import RelaxedThresholdOptimizer
+
+    # It wants groups numbered 0..k-1; test groups must be ones it fitted thresholds for.
+    groups, calib_g = np.unique(calib_b, return_inverse=True)
+    test_g = np.searchsorted(groups, test_b).clip(max=len(groups) - 1)
+    if not np.array_equal(groups[test_g], np.asarray(test_b)):
+        raise ValueError("test rows carry a group absent from the calibration set")
+
+    rto = RelaxedThresholdOptimizer(
+        predictor=lambda probs: np.asarray(probs, dtype=np.float64)[:, 1],
+        constraint="equalized_odds",
+        tolerance=tolerance,
+        seed=seed,  # the generator of each group's mix of thresholds, drawn at prediction
+    )
+    # Its coin on the ROC diagonal (a target strictly inside a group's hull) draws from numpy's
+    # global generator instead, so seed that too for repeatable rows, and put it back after.
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        rto.fit(calib_probs, np.asarray(calib_y, dtype=int), group=calib_g)
+        return np.asarray(rto.predict(test_probs, group=test_g)).astype(int)
+    finally:
+        np.random.set_state(state)

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 LABELS = {"raw": "raw", "eraser": "Eraser α=1", "eraser_tuned": "Eraser, tuned α",
-          "fairlearn_to": "ThresholdOptimizer*"}  # fmt: skip
+          "linearpost_blind": "LinearPost blind", "fairlearn_to": "ThresholdOptimizer*",
+          "error_parity": "error-parity*"}  # fmt: skip
 
 
 def plot_setting(title: str, rows: dict[str, dict[str, Any]], path: Path) -> Path:

@@ -18,10 +18,18 @@ import numpy as np
 
 from bench.quality.candidate import candidate_probs
 from bench.quality.client import Gateway, Served
-from bench.quality.datasets import Table, Task, adult_task, cmnist_task, compas_task
+from bench.quality.datasets import (
+    OUTER_FOLDS,
+    Table,
+    Task,
+    adult_task,
+    cmnist_task,
+    compas_task,
+    outer_task,
+)
 from bench.quality.deployed import VARIANTS, Variant
 from bench.quality.metrics import eo_noise_floor, row_metrics
-from bench.quality.peers import threshold_optimizer
+from bench.quality.peer_decisions import ATTRIBUTE_AWARE, peer_decisions
 from bench.quality.system import PREFIX, GatewayModel, model_entry
 from deploy.local.jobs import wait_for_job
 from service.settings import ModelConfig
@@ -62,11 +70,13 @@ class Run:
     calibration: Calibration
     seed: int
     task: Task
+    fold: int | None = None  # outer cross-validation: which fold is the test split
 
     @property
     def deployed(self) -> str:
         """The black box's model name (shared by the full and small calibration runs)."""
-        return f"{self.setting}-{self.variant}-s{self.seed}"
+        fold = "" if self.fold is None else f"-f{self.fold}"
+        return f"{self.setting}-{self.variant}-s{self.seed}{fold}"
 
     @property
     def gateway_model(self) -> str:
@@ -84,6 +94,20 @@ class Run:
     def model_config(self) -> ModelConfig:
         """The gateway's view of the model (the upstream URL is not used offline)."""
         return ModelConfig.model_validate(model_entry(self.model(), "http://127.0.0.1:9"))
+
+
+OUTER_CV = ("compas", "adult")  # the tabular settings: the outer protocol needs pooled rows
+
+
+def plan_outer(settings: list[str], seeds: list[int], data_dir: Path) -> list[Run]:
+    """The outer cross-validation runs: vanilla model, full calibration set, every fold."""
+    return [
+        Run(key, "vanilla", "full", seed, outer_task(key, seed, fold, data_dir), fold)
+        for seed in seeds
+        for key in settings
+        if key in OUTER_CV
+        for fold in range(OUTER_FOLDS)
+    ]
 
 
 def plan(settings: list[str], seeds: list[int], data_dir: Path) -> list[Run]:
@@ -123,8 +147,10 @@ def evaluate(gw: Gateway, run: Run, status_url: str) -> dict[str, Any]:
     else:  # rejected by the gate: the gateway keeps serving the raw model, and so do these rows
         served = _metrics(task, first.fair)
         rows["eraser_tuned"] = rows["eraser"] = served
-    if len(task.classes) == 2:
-        rows["fairlearn_to"] = _threshold_optimizer(gw, run, first)
+    for peer, pred in _peers(gw, run, first).items():
+        rows[peer] = row_metrics(task.test.y, pred, task.test.b)
+        if peer in ATTRIBUTE_AWARE:
+            rows[peer]["needs_sensitive_attribute"] = True
     return {
         "setting": run.setting,
         "variant": run.variant,
@@ -172,10 +198,41 @@ def _at_alpha_one(gw: Gateway, run: Run, first: Served) -> dict[str, Any]:
     return _metrics(task, second.fair)
 
 
-def _threshold_optimizer(gw: Gateway, run: Run, test: Served) -> dict[str, Any]:
-    """fairlearn's ThresholdOptimizer on the black box's calibration-set answers (asked through
-    the same gateway), applied to its test answers with each test row's sensitive attribute."""
+def _peers(gw: Gateway, run: Run, test: Served) -> dict[str, np.ndarray]:
+    """Every peer's test decisions, fitted on the black box's answers for the job's own
+    calibration rows (asked through the same gateway)."""
+    if len(run.task.classes) != 2:
+        return {}
     calib = run.calib
     answers = gw.predict(run.gateway_model, run.task.classes, calib.X)
-    pred = threshold_optimizer(answers.raw, calib.y, calib.b, test.raw, run.task.test.b, run.seed)
-    return row_metrics(run.task.test.y, pred, run.task.test.b) | {"needs_sensitive_attribute": True}
+    return peer_decisions(calib, answers.raw, run.task.test, test.raw, run.seed)
+
+
+def evaluate_outer(gw: Gateway, run: Run, status_url: str) -> dict[str, Any]:
+    """One outer fold: every method's decision on each of its test rows, kept for pooling
+    (``outer_cv``), not summarised here."""
+    job = wait_for_job(lambda: gw.job(status_url), timeout_s=1800, poll_s=0.2)
+    patch = job["result"]["patches"][0]
+    task = run.task
+    if (revision := job["result"]["stack_revision"]) is not None:
+        gw.wait_served(run.gateway_model, revision)
+    served = gw.predict(run.gateway_model, task.classes, task.test.X)
+    candidate = candidate_probs(patch, run.model_config(), task.test.X, served.raw, PREFIX)
+    pred = {
+        "raw": np.argmax(served.raw, axis=1),
+        "eraser_tuned": np.argmax(served.fair, axis=1),
+        "candidate": np.argmax(candidate, axis=1),
+        **_peers(gw, run, served),
+    }
+    return {
+        "setting": run.setting,
+        "seed": run.seed,
+        "fold": run.fold,
+        "status": patch["status"],
+        "alpha": patch["alpha"],
+        "pooled_rows": task.notes["pooled_rows"],
+        "test_rows": task.notes["test_rows"],
+        "y": task.test.y,
+        "b": task.test.b,
+        "pred": pred,
+    }

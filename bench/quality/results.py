@@ -2,7 +2,8 @@
 
 Row keys are ``{variant}.{row}`` for the full calibration set and ``{variant}.small.{row}`` for
 the small one, with ``row`` one of ``raw``, ``eraser`` (α = 1), ``eraser_tuned`` (the α the job
-chose on calibration data) and ``fairlearn_to``. Standard deviations are over seeds (ddof = 1).
+chose on calibration data) and the peers (``peer_decisions.PEERS``). Standard deviations are over
+seeds (ddof = 1).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-ROWS = ("raw", "eraser", "eraser_tuned", "fairlearn_to")
+ROWS = ("raw", "eraser", "eraser_tuned", "linearpost_blind", "linearpost_blind_relaxed",
+        "fairlearn_to", "error_parity", "error_parity_relaxed")  # fmt: skip
 METRICS = ("avg", "worst", "eo", "accuracy", "eod_fairlearn", "dpd_fairlearn", "eo_floor")
 
 # The paper's own numbers (Table I(e) and Table II): avg-group, worst-group, EO bias.
@@ -75,7 +77,7 @@ def _summary(key: str, samples: list[dict[str, Any]]) -> dict[str, Any]:
         out["rejected_by_gate"] = sum(r["status"] != "validated" for r in runs)
     if key.endswith("eraser_tuned"):
         out["alpha"] = [r["alpha"] for r in runs]
-    if key.endswith("fairlearn_to"):
+    if any(s.get("needs_sensitive_attribute") for s in samples):
         out["needs_sensitive_attribute"] = True
     out["calibration_rows"] = runs[0]["calibration_rows"]
     return out

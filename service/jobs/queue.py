@@ -12,6 +12,7 @@ so the gateway can enqueue and inspect jobs: a job names its function by its dot
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from datetime import datetime
 from typing import Any
@@ -97,7 +98,12 @@ class JobView(BaseModel):
     ended_at: datetime | None
 
 
+JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"  # what RQ accepts as a job id, bounded
+
+
 def job_view(connection: redis.Redis, job_id: str) -> JobView:
+    if not re.fullmatch(JOB_ID_PATTERN, job_id):  # RQ raises ValueError on other characters
+        raise JobNotFound(f"no job {job_id[:80]!r}: not a job id", job_id=job_id[:80])
     try:
         job = Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
     except NoSuchJobError:

@@ -112,3 +112,9 @@ async def test_sessions_are_built_on_the_loader_thread_not_the_inference_pool(
     assert (await activate(client, [{"patch": "race", "version": 1}], 0)).status_code == 200
     assert len(threads) == 2  # the upload's check, then the hot-load
     assert all(name.startswith("patch-loader") for name in threads), threads
+
+
+async def test_a_job_id_rq_would_refuse_is_a_404_not_a_500(client: httpx.AsyncClient) -> None:
+    for job_id in ("ééé", "a" * 500, "x.y", "distill-0"):
+        r = await client.get(f"/jobs/{job_id}", headers=ADMIN)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "job_not_found", r.text
