@@ -44,7 +44,13 @@ What is implemented, for K classes, groups a and calibration rows x_1 … x_n:
    calibration rows), added both in the LP and at prediction: it makes the argmax unique almost
    surely, and fresh draws at prediction reproduce the fractional decisions the LP makes on
    rows that tie (e.g. identical inputs). That *is* the randomised tie-breaking, not a
-   deterministic approximation; it is deterministic given ``seed`` (and the batch).
+   deterministic approximation. With the per-row fold draw of step 1 it makes ``predict`` a
+   randomised classifier whose draws are seeded: deterministic given ``seed`` and the batch.
+
+The LP is solved with SciPy's HiGHS (dual simplex first for binary targets, interior point
+first for multi-class ones, where the simplex stalls on the degenerate rate rows); the half-width
+α/2 is floored at 1e-6 for the same numerical reason. ``lp_agreement_`` checks that the linear
+rule reproduces the LP's own one-hot decisions on the calibration rows.
 
 Simplifications: 0-1 loss with equal class weights; no separate calibration step after the
 group predictor (the paper optionally recalibrates it; cross-fitting plays that role here);
@@ -56,11 +62,11 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from scipy import sparse
-from scipy.optimize import linprog
+from scipy.optimize import OptimizeResult, linprog
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -128,16 +134,24 @@ class LinearPostBlind:
         self.regularisation = regularisation  # LogisticRegression's C
         self.noise = noise
 
-    def fit(self, features: np.ndarray, y: np.ndarray, groups: np.ndarray) -> LinearPostBlind:
+    def fit(
+        self,
+        features: np.ndarray,
+        y: np.ndarray,
+        groups: np.ndarray,
+        n_classes: int | None = None,
+    ) -> LinearPostBlind:
         """Fit the group predictor on the calibration rows, then solve the LP for ψ.
 
-        ``y`` holds class indices 0 … K−1; ``groups`` the bias attribute (any hashable values,
-        any number of groups), used here and never again.
+        ``y`` holds class indices 0 … K−1 (K = ``n_classes``, else max(y) + 1: pass it when a
+        small calibration set may miss a class); ``groups`` the bias attribute (any values,
+        compared as strings, any number of groups), used here and never again.
         """
         features = np.asarray(features, dtype=np.float64)
         y = np.asarray(y).astype(np.int64)
+        self.n_classes_ = max(n_classes or int(y.max()) + 1, 2)
+        _check_rows(features, y, groups, self.n_classes_)
         self.groups_, group_idx = np.unique(np.asarray(groups).astype(str), return_inverse=True)
-        self.n_classes_ = max(int(y.max()) + 1, 2)
         if len(self.groups_) < 2:
             raise ValueError("LinearPost needs at least two groups in the calibration rows")
         joint = group_idx * self.n_classes_ + y
@@ -229,6 +243,13 @@ def linear_post(
     return model.fit(calib_features, calib_y, calib_b).predict(test_features)
 
 
+def _check_rows(features: np.ndarray, y: np.ndarray, groups: np.ndarray, k: int) -> None:
+    if features.ndim != 2 or not len(features) == len(y) == len(groups):
+        raise ValueError("features must be (rows, columns), with one y and one group per row")
+    if y.min() < 0 or y.max() >= k:
+        raise ValueError(f"y must hold class indices 0 … {k - 1}")
+
+
 def _joint_model(c: float) -> Pipeline:
     """Multinomial logistic regression: a proper scoring rule, so probabilities come out
     reasonably calibrated; standardising keeps one C meaningful across datasets."""
@@ -279,21 +300,33 @@ def _solve(
     a_ub = _rate_rows(problem, rows, n, k)
     n_q = len(problem.pairs)
     a_eq = sparse.hstack([sparse.kron(sparse.eye(n), np.ones((1, k))), sparse.csr_matrix((n, n_q))])
-    res = linprog(
-        np.concatenate([risk.ravel() / n, np.zeros(n_q)]),
-        A_ub=sparse.vstack([a_ub, -a_ub]).tocsr(),
-        b_ub=np.full(2 * len(rows), max(tolerance / 2, MIN_HALF_WIDTH)),
-        A_eq=a_eq.tocsr(),
-        b_eq=np.ones(n),
-        bounds=[(0.0, None)] * (n * k) + [(None, None)] * n_q,
-        method="highs",
-    )
-    if res.status != 0:
-        raise RuntimeError(f"LinearPost LP failed: {res.message}")
+    lp = {
+        "c": np.concatenate([risk.ravel() / n, np.zeros(n_q)]),
+        "A_ub": sparse.vstack([a_ub, -a_ub]).tocsr(),
+        "b_ub": np.full(2 * len(rows), max(tolerance / 2, MIN_HALF_WIDTH)),
+        "A_eq": a_eq.tocsr(),
+        "b_eq": np.ones(n),
+        "bounds": [(0.0, None)] * (n * k) + [(None, None)] * n_q,
+    }
+    res = _highs(lp, multiclass=k > 2)
     marg = res.ineqlin.marginals
     for j, (p, a) in enumerate(rows):
         psi[p, a] = marg[j] - marg[len(rows) + j]
     return psi, res.x[: n * k].reshape(n, k), float(res.fun)
+
+
+def _highs(lp: dict[str, Any], multiclass: bool) -> OptimizeResult:
+    """HiGHS, simplex first for binary targets (fast, exact basis) and interior point first for
+    multi-class ones, whose rate rows are degenerate (dependent through Σ_ŷ π = 1) and stall
+    or trip the simplex; the other method is the fallback. Both return dual marginals."""
+    methods = ("highs-ipm", "highs-ds") if multiclass else ("highs-ds", "highs-ipm")
+    messages = []
+    for method in methods:
+        res = linprog(**lp, method=method)
+        if res.status == 0:
+            return res
+        messages.append(f"{method}: {res.message}")
+    raise RuntimeError("LinearPost LP failed: " + "; ".join(messages))
 
 
 def _rate_rows(problem: _Problem, rows: list[tuple[int, int]], n: int, k: int) -> sparse.csr_matrix:

@@ -14,9 +14,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from service.api import (
     deps,
@@ -41,8 +38,6 @@ from service.settings import GatewaySettings, ModelConfig
 from service.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
-
-REDIS_HEALTH_CHECK_S = 5  # seconds idle after which a pooled connection is checked first
 
 
 def create_app(settings: GatewaySettings, metrics: GatewayMetrics | None = None) -> FastAPI:
@@ -95,11 +90,6 @@ async def _running_gateway(
             settings.redis.url,
             socket_timeout=settings.redis.socket_timeout_s,
             socket_connect_timeout=settings.redis.connect_timeout_s,
-            # After a Redis restart the pool still holds dead connections: check idle ones
-            # before use and retry a command once on a fresh one instead of answering 503.
-            health_check_interval=REDIS_HEALTH_CHECK_S,
-            retry=Retry(NoBackoff(), retries=1),
-            retry_on_error=[RedisConnectionError],
         )
         stack.push_async_callback(redis.aclose)
         signing_key = settings.signing_key.get_secret_value().encode()

@@ -36,8 +36,9 @@ def _population(
     """Rows (features, y, group names, black-box probabilities).
 
     y is uniform; the group equals y mod n_groups with probability ``shortcut`` and is uniform
-    otherwise, so ``shortcut`` = 0 makes A independent of (X, Y). x = (core, short): core is a
-    weak signal of y, short a sharp signal of the group — the shortcut a black box exploits.
+    otherwise, so ``shortcut`` = 0 makes A independent of Y (x still reveals A, but A then says
+    nothing about y). x = (core, short): core is a weak signal of y, short a sharp signal of the
+    group — the shortcut a black box exploits.
     """
     rng = np.random.default_rng(seed)
     y = rng.integers(0, n_classes, n)
@@ -209,3 +210,11 @@ def test_rejects_a_single_group_and_negative_tolerance() -> None:
     x, y, _, p = _population(200, seed=8, shortcut=0.5)
     with pytest.raises(ValueError, match="two groups"):
         LinearPostBlind().fit(_features(x, p), y, np.array(["only"] * 200))
+
+
+def test_rejects_labels_outside_the_classes() -> None:
+    x, y, b, p = _population(200, seed=9, shortcut=0.5)
+    with pytest.raises(ValueError, match="class indices"):
+        LinearPostBlind().fit(_features(x, p), y + 1, b, n_classes=2)
+    with pytest.raises(ValueError, match="one y and one group"):
+        LinearPostBlind().fit(_features(x, p), y[:-1], b)

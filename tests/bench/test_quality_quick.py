@@ -10,12 +10,11 @@ import sys
 import pytest
 import redis
 
+from bench.quality.results import ROWS
 from bench.quality.system import PREFIX
 from deploy.local.processes import ROOT
 
 pytestmark = pytest.mark.slow  # end-to-end: real processes (`pytest -m "not slow"` skips)
-
-ROWS = ("raw", "eraser", "eraser_tuned", "fairlearn_to")
 
 
 @pytest.mark.slow
@@ -42,7 +41,9 @@ def test_quick_quality_run_debiases_compas_through_the_service(tmp_path) -> None
     raw, fair = compas["vanilla.raw"], compas["vanilla.eraser"]
     assert fair["eo"] < raw["eo"] - 5  # the served patch really removed most of the bias
     assert fair["worst"] > raw["worst"]
-    assert compas["vanilla.fairlearn_to"]["needs_sensitive_attribute"] is True
+    for peer in ("fairlearn_to", "error_parity", "error_parity_relaxed"):
+        assert compas[f"vanilla.{peer}"]["needs_sensitive_attribute"] is True
+    assert "needs_sensitive_attribute" not in compas["vanilla.linearpost_blind"]
     assert set(res["_targets"]["compas"]) == {"eo <= 3.0", "worst >= 55", "avg >= raw - 1.5"}
     assert len(res["_runs"]) == 4
     assert {r["status"] for r in res["_runs"]} <= {"validated", "rejected"}

@@ -20,7 +20,9 @@ from blackbox.data import load_compas
 from blackbox.model import CLASSES
 from deploy.local.processes import ROOT
 
-pytestmark = pytest.mark.slow  # starts Redis, the stand-in, three gateways and a worker
+# Starts Redis, the stand-in, three gateways and a worker; the module's one quick run is set up
+# inside the first test, so every test gets the whole run's time limit.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 MUST_HOLD = {
     "hotswap": ("failed", "mismatched"),
