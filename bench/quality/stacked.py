@@ -293,8 +293,21 @@ def _block(setting: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "patches": {w: {str(k): s["patches"][w] for k, s in seeds.items()} for w in WHICH},
         "methods": {m: _mean_over_seeds(rows) for m, rows in per_seed.items()},
         "paired": paired,
-        "target": {"name": TARGET, "met": all(p["verdict"] == "no worse" for p in paired.values())},
+        "target": {
+            "name": TARGET,
+            "met": all(p["verdict"] == "no worse" for p in paired.values()),
+            "stacks_served": _stacks_served(seeds),
+        },
     }
+
+
+def _stacks_served(seeds: dict[int, dict[str, Any]]) -> int:
+    """Seeds in which the gate let both patches of the stack serve: where it did not, the
+    "stack" row is one patch or none, and the target says nothing about stacking."""
+    return sum(
+        len(s["patches"]["ab"]) == 2 and all(p["activated"] for p in s["patches"]["ab"])
+        for s in seeds.values()
+    )
 
 
 def _metrics(data: dict[str, Any], method: str, columns: tuple[str, str]) -> dict[str, float]:
@@ -461,6 +474,11 @@ def _setting_lines(setting: str, b: dict[str, Any]) -> list[str]:
             f"| {name[c]} | {_paired_cell(p['eo'])} | {_paired_cell(p['worst'])} | {p['verdict']} |"
         )
     met = "met" if b["target"]["met"] else "**missed**"
+    served = b["target"].get("stacks_served")
+    if served == 0:
+        met += " — untested: in no seed did the gate validate both patches, so no stack served"
+    elif served is not None:
+        met += f" (both patches served in {served} of {len(b['seeds'])} seeds)"
     return [*lines, "", f"Target: {b['target']['name']}: {met}.", ""]
 
 

@@ -211,3 +211,12 @@ def test_evaluated_records_flow_into_the_summary() -> None:
     assert block["methods"]["a"]["accuracy"] == 100 and block["methods"]["ab"]["accuracy"] == 0
     assert block["paired"]["race"]["worst"]["verdict"] == "worse"
     assert block["validated"]["ab"] == {"race": 1, "sex_group": 1}
+
+
+def test_a_stack_counts_as_served_only_where_both_patches_were() -> None:
+    from bench.quality.stacked import _stacks_served
+
+    both = [{"activated": True}, {"activated": True}]
+    one = [{"activated": True}, {"activated": False}]
+    seeds = {0: {"patches": {"ab": both}}, 1: {"patches": {"ab": one}}, 2: {"patches": {"ab": []}}}
+    assert _stacks_served(seeds) == 1
