@@ -12,12 +12,14 @@ only when its interval excludes no difference; otherwise "not resolved".
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
 from bench.quality.metrics import eo_noise_floor, row_metrics
 from patch_training.bootstrap import Cells, interval, metrics_of, resampled_accuracies
+from service.jobs.spec import Interval
 
 METRICS = {"avg": "avg_group_acc", "worst": "worst_group_acc", "eo": "eo_bias",
            "accuracy": "accuracy"}  # fmt: skip
@@ -74,7 +76,7 @@ def _block(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "rows": len(first["y"]),
         "validated": {str(k): s["validated"] for k, s in seeds.items()},
         "eo_floor": round(float(np.mean(floors)), 2),
-        "methods": {m: _mean_over_seeds(rows) for m, rows in per_seed.items()},
+        "methods": {m: mean_over_seeds(rows, METRICS) for m, rows in per_seed.items()},
         "paired": {
             eraser: paired(seeds, eraser, [m for m in COMPARED if m in methods])
             for eraser in (SERVED, CANDIDATE)
@@ -83,9 +85,10 @@ def _block(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _mean_over_seeds(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def mean_over_seeds(rows: list[dict[str, Any]], metrics: Iterable[str]) -> dict[str, Any]:
+    """Each metric's mean over the seeds' rows, with every seed's value beside it."""
     out: dict[str, Any] = {}
-    for metric in METRICS:
+    for metric in metrics:
         values = [float(r[metric]) for r in rows]
         out[metric] = round(float(np.mean(values)), 2)
         out[f"{metric}_seeds"] = [round(v, 2) for v in values]
@@ -112,10 +115,16 @@ def paired(
     return {o: {m: _verdict(m, point, draws, eraser, o) for m in METRICS} for o in others}
 
 
+def seed_mean_difference(point: dict, draws: dict, a: str, b: str, metric: str) -> Interval:
+    """``a`` minus ``b`` on ``metric``, averaged over seeds (``point``: per-seed values;
+    ``draws``: per-seed paired bootstrap draws), with its basic bootstrap interval."""
+    estimate = float(np.mean(point[a][metric]) - np.mean(point[b][metric]))
+    spread = np.mean(draws[a][metric], axis=0) - np.mean(draws[b][metric], axis=0)
+    return interval(estimate, spread, CONFIDENCE, bounds=(-1, 1))
+
+
 def _verdict(short: str, point: dict, draws: dict, eraser: str, other: str) -> dict[str, Any]:
-    estimate = float(np.mean(point[eraser][short]) - np.mean(point[other][short]))
-    spread = np.mean(draws[eraser][short], axis=0) - np.mean(draws[other][short], axis=0)
-    iv = interval(estimate, spread, CONFIDENCE, bounds=(-1, 1))
+    iv = seed_mean_difference(point, draws, eraser, other, short)
     verdict = "not resolved"
     if iv.low > 0 or iv.high < 0:  # the interval excludes "no difference"
         up = iv.estimate > 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.quality.outer_cv import METRICS, SERVED
+from bench.quality.results import check
 
 NAMES = {"avg": "avg-group", "worst": "worst-group", "eo": "EO bias", "accuracy": "accuracy"}
 
@@ -78,15 +79,15 @@ def outer_targets(setting: str, block: dict[str, Any]) -> dict[str, dict[str, An
     peer = block["paired"].get(SERVED, {}).get("linearpost_blind")
     if peer is not None:
         worst, eo = peer["worst"]["estimate"], peer["eo"]["estimate"]
-        checks["worst >= LinearPost blind"] = _check(worst, worst >= 0)
-        checks["eo <= LinearPost blind + 1"] = _check(eo, eo <= 1.0)
+        checks["worst >= LinearPost blind"] = check(worst, worst >= 0)
+        checks["eo <= LinearPost blind + 1"] = check(eo, eo <= 1.0)
     if setting == "compas":
-        checks["eo <= 3.0"] = _check(fair["eo"], fair["eo"] <= 3.0)
-        checks["avg >= raw"] = _check(fair["avg"] - raw["avg"], fair["avg"] >= raw["avg"])
+        checks["eo <= 3.0"] = check(fair["eo"], fair["eo"] <= 3.0)
+        checks["avg >= raw"] = check(fair["avg"] - raw["avg"], fair["avg"] >= raw["avg"])
     if setting == "adult":
         reduction = 100 * (1 - fair["eo"] / raw["eo"]) if raw["eo"] else 0.0
-        checks["eo reduced >= 60%"] = _check(reduction, reduction >= 60.0)
-        checks["avg >= raw"] = _check(fair["avg"] - raw["avg"], fair["avg"] >= raw["avg"])
+        checks["eo reduced >= 60%"] = check(reduction, reduction >= 60.0)
+        checks["avg >= raw"] = check(fair["avg"] - raw["avg"], fair["avg"] >= raw["avg"])
     return checks
 
 
@@ -95,7 +96,3 @@ def _targets(setting: str, block: dict[str, Any]) -> list[str]:
     listed = "; ".join(f"{name}: {c['value']:.2f} ({'met' if c['met'] else '**missed**'})"
                        for name, c in checks.items())  # fmt: skip
     return [f"Targets (outer cross-validation): {listed}.", ""] if checks else []
-
-
-def _check(value: float, met: bool) -> dict[str, Any]:
-    return {"value": round(float(value), 2), "met": bool(met)}

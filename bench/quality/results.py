@@ -89,27 +89,28 @@ def targets(summary: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str
     if "compas" in summary:
         raw, fair = summary["compas"]["vanilla.raw"], summary["compas"]["vanilla.eraser_tuned"]
         checks["compas"] = {
-            "eo <= 3.0": _check(fair["eo"], fair["eo"] <= 3.0),
-            "worst >= 55": _check(fair["worst"], fair["worst"] >= 55.0),
-            "avg >= raw - 1.5": _check(fair["avg"] - raw["avg"], fair["avg"] >= raw["avg"] - 1.5),
+            "eo <= 3.0": check(fair["eo"], fair["eo"] <= 3.0),
+            "worst >= 55": check(fair["worst"], fair["worst"] >= 55.0),
+            "avg >= raw - 1.5": check(fair["avg"] - raw["avg"], fair["avg"] >= raw["avg"] - 1.5),
         }
     if "cmnist" in summary:
         fair = summary["cmnist"]["vanilla.eraser_tuned"]
         checks["cmnist"] = {
-            "eo <= 3.0": _check(fair["eo"], fair["eo"] <= 3.0),
-            "worst >= 70": _check(fair["worst"], fair["worst"] >= 70.0),
+            "eo <= 3.0": check(fair["eo"], fair["eo"] <= 3.0),
+            "worst >= 70": check(fair["worst"], fair["worst"] >= 70.0),
         }
     if "adult" in summary:
         raw, fair = summary["adult"]["vanilla.raw"], summary["adult"]["vanilla.eraser_tuned"]
         reduction = 100 * (1 - fair["eo"] / raw["eo"]) if raw["eo"] else 0.0
         checks["adult"] = {
-            "eo reduced >= 70%": _check(reduction, reduction >= 70.0),
-            "avg >= raw": _check(fair["avg"] - raw["avg"], fair["avg"] >= raw["avg"]),
+            "eo reduced >= 70%": check(reduction, reduction >= 70.0),
+            "avg >= raw": check(fair["avg"] - raw["avg"], fair["avg"] >= raw["avg"]),
         }
     return checks
 
 
-def _check(value: float, met: bool) -> dict[str, Any]:
+def check(value: float, met: bool) -> dict[str, Any]:
+    """A target's measured value and whether it was met (``_targets``, outer-CV targets)."""
     return {"value": round(float(value), 2), "met": bool(met)}
 
 

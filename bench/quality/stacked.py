@@ -33,10 +33,11 @@ import orjson
 
 from bench.quality.client import ADMIN, Gateway
 from bench.quality.datasets import Table, Task
+from bench.quality.outer_cv import DRAWS, mean_over_seeds, seed_mean_difference
 from bench.quality.protocol import SETTINGS
 from bench.quality.system import GatewayModel, model_entry
 from deploy.local.jobs import wait_for_job
-from patch_training.bootstrap import Cells, interval, metrics_of, resampled_accuracies
+from patch_training.bootstrap import Cells, metrics_of, resampled_accuracies
 from patch_training.metrics import group_report
 from service.settings import ModelConfig
 
@@ -53,8 +54,6 @@ SECOND = {  # how the report describes each setting's second attribute
     "categories would leave (target, race) calibration cells too small for the gate)",
 }
 ADULT_WHITE = "race=White"
-DRAWS = 2000
-CONFIDENCE = 0.9
 TARGET = "the stack is no worse on either attribute than the patch for that attribute alone"
 
 
@@ -291,7 +290,7 @@ def _block(setting: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "smallest_group": int(joint_sizes.min()),
         "validated": _validated(seeds, (a, b)),
         "patches": {w: {str(k): s["patches"][w] for k, s in seeds.items()} for w in WHICH},
-        "methods": {m: _mean_over_seeds(rows) for m, rows in per_seed.items()},
+        "methods": {m: mean_over_seeds(rows, rows[0]) for m, rows in per_seed.items()},
         "paired": paired,
         "target": {
             "name": TARGET,
@@ -317,15 +316,6 @@ def _metrics(data: dict[str, Any], method: str, columns: tuple[str, str]) -> dic
     joint = group_report(y, pred, _joint(attrs))
     out = {f"eo_{c}": 100 * group_report(y, pred, attrs[c]).eo_bias for c in columns}
     return out | {"worst": 100 * joint.worst_group_acc, "accuracy": 100 * joint.accuracy}
-
-
-def _mean_over_seeds(rows: list[dict[str, float]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for metric in rows[0]:
-        values = [float(r[metric]) for r in rows]
-        out[metric] = round(float(np.mean(values)), 2)
-        out[f"{metric}_seeds"] = [round(v, 2) for v in values]
-    return out
 
 
 def _validated(seeds: dict[int, dict[str, Any]], columns: tuple[str, str]) -> dict[str, Any]:
@@ -394,9 +384,7 @@ def _verdict(
 ) -> dict[str, Any]:
     """Stack minus ``alone`` in points; "worse" only when the interval's worse-side bound is
     beyond no difference (the stack is resolved as worse), otherwise "no worse"."""
-    estimate = float(np.mean(point["ab"][metric]) - np.mean(point[alone][metric]))
-    spread = np.mean(draws["ab"][metric], axis=0) - np.mean(draws[alone][metric], axis=0)
-    iv = interval(estimate, spread, CONFIDENCE, bounds=(-1, 1))
+    iv = seed_mean_difference(point, draws, "ab", alone, metric)
     worse = iv.high < 0 if higher_is_better else iv.low > 0
     return {
         "estimate": iv.estimate,

@@ -172,8 +172,12 @@ class Registry:
         """status, reason, updated_at, signature for the registration script ("" × 4: none)."""
         if status is None:
             return ["", "", "", ""]
-        mapping = status.as_mapping(sign(self._key, status.signed_payload(name, version)))
+        mapping = self._signed_status(name, version, status)
         return [mapping[k] for k in ("status", "reason", "updated_at", "signature")]
+
+    def _signed_status(self, name: str, version: int, status: VersionStatus) -> dict[str, str]:
+        """The status hash as stored: the verdict and its signature, bound to (name, version)."""
+        return status.as_mapping(sign(self._key, status.signed_payload(name, version)))
 
     async def _job_version(self, job_id: str, name: str) -> PatchManifest | None:
         raw = await self._redis.get(self._keys.job_version(job_id, name))
@@ -307,11 +311,10 @@ class Registry:
         """Replace a version's verdict, signed (e.g. a version found biased in production is
         marked rejected, so that no stack or rollback can make it active again)."""
         await self._require_manifest(name, version)
-        mapping = status.as_mapping(sign(self._key, status.signed_payload(name, version)))
         key = self._keys.status(name, version)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(key)
-            pipe.hset(key, mapping=mapping)
+            pipe.hset(key, mapping=self._signed_status(name, version, status))
             await pipe.execute()
 
     async def _verified_status(self, name: str, version: int) -> dict[str, str]:
