@@ -242,8 +242,8 @@ class RuntimeSettings(BaseModel):
         default=4.0,
         ge=0,
         le=10,
-        description="largest patch strength α a replica serves and PUT /models/{m}/stack "
-        "accepts (the default α grid of training jobs ends at 2)",
+        description="largest patch strength α a replica serves and the registry activates "
+        "(PUT /models/{m}/stack, a job's activation; the default α grid of jobs ends at 2)",
     )
     batch_max_rows: int = Field(
         default=256,

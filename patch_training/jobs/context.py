@@ -50,7 +50,7 @@ async def open_context(
     try:
         yield JobContext(
             settings=settings,
-            registry=Registry(redis, signing_key, prefix),
+            registry=Registry(redis, signing_key, prefix, settings.runtime.max_alpha),
             calibrations=CalibrationStore(redis, prefix),
             cache=OutputCache(redis, prefix, settings.training.cache_ttl_s, signing_key),
             progress=progress,

@@ -93,7 +93,12 @@ async def _running_gateway(
         )
         stack.push_async_callback(redis.aclose)
         signing_key = settings.signing_key.get_secret_value().encode()
-        registry = Registry(redis, signing_key, prefix=settings.redis.key_prefix)
+        registry = Registry(
+            redis,
+            signing_key,
+            prefix=settings.redis.key_prefix,
+            max_alpha=settings.runtime.max_alpha,
+        )
         inference = ThreadPoolExecutor(settings.runtime.inference_threads, "patch")
         loading = ThreadPoolExecutor(1, "patch-loader")  # builds + warm-ups, never on `inference`
         for pool in (inference, loading):

@@ -161,14 +161,7 @@ async def set_stack(model: str, request: Request, gw: GatewayDep) -> StackView:
     """Compare-and-set the active stack; 409 if ``expected_revision`` is stale."""
     body = await parse_body(request, StackUpdate)
     cfg = gw.dataplane.model(model)
-    max_alpha = gw.settings.runtime.max_alpha
-    for entry in body.entries:  # refuse a stack that no replica could load
-        if entry.alpha > max_alpha:
-            raise BadRequest(
-                f"{entry.patch} v{entry.version}: α {entry.alpha:g} is above the configured "
-                f"maximum {max_alpha:g} (runtime.max_alpha)",
-                patch=entry.patch,
-            )
+    for entry in body.entries:  # refuse a stack that no replica could load (α: the registry)
         check_compatible(await gw.registry.get_manifest(entry.patch, entry.version), cfg)
     stack = await gw.registry.set_stack(
         cfg.name, body.entries, body.expected_revision, body.reason, body.revision_floor

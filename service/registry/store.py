@@ -45,6 +45,7 @@ from service.registry.signing import canonical_json, sha256_hex, sign, verify
 log = logging.getLogger(__name__)
 
 HISTORY_LENGTH = 100
+MAX_STACK_ALPHA = 10.0  # the schema's bound (StackEntry); deployments lower it
 DEFAULT_STATUS = "registered"
 UNVERIFIED_REASON = (
     "the stored status fails its signature (edited outside the registry): it counts as neither "
@@ -109,14 +110,23 @@ def _dump(model: Any) -> bytes:
 class Registry:
     """Patch versions, stacks, history and change events for every model, in one Redis."""
 
-    def __init__(self, redis: aioredis.Redis, signing_key: bytes, prefix: str = "eraser") -> None:
-        """Blobs are binary, so the client must return bytes (``decode_responses=False``)."""
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        signing_key: bytes,
+        prefix: str = "eraser",
+        max_alpha: float = MAX_STACK_ALPHA,
+    ) -> None:
+        """Blobs are binary, so the client must return bytes (``decode_responses=False``).
+        ``max_alpha`` is the largest α a stack may carry (``runtime.max_alpha``): replicas refuse
+        more, so the registry refuses to commit it, whoever asks (an operator, a training job)."""
         if not signing_key:
             raise ValueError("the registry needs a non-empty signing key")
         if redis.get_encoder().decode_responses:
             raise ValueError("the registry needs a Redis client with decode_responses=False")
         self._redis = redis
         self._key = bytes(signing_key)
+        self._max_alpha = max_alpha
         self._keys = RegistryKeys(prefix)
         self._cas = redis.register_script(_CAS_SCRIPT)
         self._register = redis.register_script(_REGISTER_SCRIPT)
@@ -404,6 +414,12 @@ class Registry:
             if classes is not None and manifest.classes != classes:
                 raise BadRequest("stack entries disagree on the class order", model=model)
             classes = manifest.classes
+            if entry.alpha > self._max_alpha:
+                raise BadRequest(
+                    f"{entry.patch} v{entry.version}: α {entry.alpha:g} is above the configured "
+                    f"maximum {self._max_alpha:g} (runtime.max_alpha)",
+                    patch=entry.patch,
+                )
             await self.require_servable(entry.patch, entry.version)
             await self.get_blob(manifest)  # present and matching its hash, or IntegrityError
 

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import httpx
 import orjson
+import pytest
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
+from service.errors import BadRequest
 from service.metrics import GatewayMetrics
 from service.registry.models import REJECTED, StackEntry, VersionStatus
 from service.registry.store import Registry
+from tests.conftest import SIGNING_KEY
 from tests.service.api.conftest import (
     ADMIN,
     MODEL,
@@ -112,13 +115,17 @@ async def test_a_status_set_by_hand_does_not_make_a_rejected_version_servable(
 
 
 async def test_alpha_outside_the_configured_range_is_refused_at_the_door_and_by_replicas(
-    app: FastAPI, client: httpx.AsyncClient, metrics: GatewayMetrics
+    app: FastAPI, client: httpx.AsyncClient, redis_client: aioredis.Redis
 ) -> None:
     await _serving_v1(client)
     r = await activate(client, [{"patch": "race", "version": 2, "alpha": 9.0}], 1)
     assert r.status_code == 400 and "max_alpha" in r.json()["error"]["message"]
-    registry: Registry = app.state.gateway.registry  # a trainer with the key, misconfigured
-    await registry.set_stack(MODEL, [StackEntry(patch="race", version=2, alpha=9.0)], 1)
+    with pytest.raises(BadRequest, match="max_alpha"):  # a job's activation is refused too
+        await app.state.gateway.registry.set_stack(MODEL, [StackEntry(patch="race", version=2,
+                                                                      alpha=9.0)], 1)  # fmt: skip
+    prefix = app.state.gateway.settings.redis.key_prefix  # a trainer with the key, misconfigured
+    trainer = Registry(redis_client, SIGNING_KEY, prefix)
+    await trainer.set_stack(MODEL, [StackEntry(patch="race", version=2, alpha=9.0)], 1)
     await app.state.gateway.watcher.refresh(MODEL)
     assert (await _served(client))["revision"] == 1
     assert "outside the configured range" in app.state.gateway.watcher.load_error(MODEL)
