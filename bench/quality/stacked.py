@@ -23,7 +23,7 @@ interval (``patch_training.bootstrap``, as ``outer_cv.paired`` does for methods)
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -31,11 +31,12 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
+from bench.quality.candidate import candidate_stack_probs
 from bench.quality.client import ADMIN, Gateway
 from bench.quality.datasets import Table, Task
 from bench.quality.outer_cv import DRAWS, mean_over_seeds, seed_mean_difference
 from bench.quality.protocol import SETTINGS
-from bench.quality.system import GatewayModel, model_entry
+from bench.quality.system import PREFIX, GatewayModel, model_entry
 from deploy.local.jobs import wait_for_job
 from patch_training.bootstrap import Cells, metrics_of, resampled_accuracies
 from patch_training.metrics import group_report
@@ -55,6 +56,16 @@ SECOND = {  # how the report describes each setting's second attribute
 }
 ADULT_WHITE = "race=White"
 TARGET = "the stack is no worse on either attribute than the patch for that attribute alone"
+SOURCES = ("served", "candidate")  # what the gateway served; the job's patches replayed
+# (patches, model, x, raw probabilities) → fair log-probabilities of those patches stacked
+Replay = Callable[[list[dict[str, Any]], ModelConfig, np.ndarray, np.ndarray], np.ndarray]
+
+
+def replay_from_registry(
+    patches: list[dict[str, Any]], model: ModelConfig, x: np.ndarray, raw: np.ndarray
+) -> np.ndarray:
+    """The job's patches as the gateway would stack them, read from the benchmark's registry."""
+    return candidate_stack_probs(patches, model, x, raw, PREFIX)
 
 
 # --- the second attribute -------------------------------------------------------------------
@@ -205,17 +216,21 @@ def submit_stacked(gw: Gateway, run: StackRun) -> str:
     return r.json()["status_url"]
 
 
-def evaluate_stacked(gw: Gateway, run: StackRun, status_url: str) -> dict[str, Any]:
+def evaluate_stacked(
+    gw: Gateway, run: StackRun, status_url: str, replay: Replay = replay_from_registry
+) -> dict[str, Any]:
     """The served decisions on the test split once the job's stack is live (raw when the gate
-    rejected every patch), with y, both attributes and each patch's verdict."""
+    rejected every patch), and the job's patches replayed as the stack they would make
+    whatever the gate said (``candidate``), with y, both attributes and each patch's verdict."""
     job = wait_for_job(lambda: gw.job(status_url), timeout_s=1800, poll_s=0.2)
     task = run.task
     if (revision := job["result"]["stack_revision"]) is not None:
         gw.wait_served(run.gateway_model, revision)
     served = gw.predict(run.gateway_model, task.classes, task.test.X)
+    result = job["result"]["patches"]
+    candidate = replay(result, run.model_config(), task.test.X, served.raw)
     patches = [
-        {k: p[k] for k in ("bias", "status", "alpha", "activated", "reason")}
-        for p in job["result"]["patches"]
+        {k: p[k] for k in ("bias", "status", "alpha", "activated", "reason")} for p in result
     ]
     return {
         "setting": run.setting,
@@ -228,6 +243,7 @@ def evaluate_stacked(gw: Gateway, run: StackRun, status_url: str) -> dict[str, A
         "attributes": attribute_values(run.setting, task, task.test),
         "raw": np.argmax(served.raw, axis=1),
         "fair": np.argmax(served.fair, axis=1),
+        "candidate": np.argmax(candidate, axis=1),
     }
 
 
@@ -243,8 +259,9 @@ def stacked_summary(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def seed_data(runs: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
-    """Per seed: y, both attributes and every method's decisions on the same test rows. The
-    three runs must have scored the same rows, and the black box must have answered alike."""
+    """Per seed: y, both attributes and every method's decisions on the same test rows, as
+    served and as replayed (``pred[source][method]``). The three runs must have scored the
+    same rows, and the black box must have answered alike."""
     seeds: dict[int, dict[str, Any]] = {}
     for seed in sorted({r["seed"] for r in runs}):
         own = {r["which"]: r for r in runs if r["seed"] == seed}
@@ -258,7 +275,11 @@ def seed_data(runs: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
             )
             if not same:
                 raise ValueError(f"seed {seed}: the runs' test rows or raw decisions differ")
-        pred = {"raw": np.asarray(first["raw"]), **{w: np.asarray(own[w]["fair"]) for w in WHICH}}
+        raw = np.asarray(first["raw"])
+        pred = {
+            source: {"raw": raw, **{w: np.asarray(own[w][key]) for w in WHICH}}
+            for source, key in (("served", "fair"), ("candidate", "candidate"))
+        }
         seeds[seed] = {
             "y": np.asarray(first["y"]),
             "attributes": first["attributes"],
@@ -277,10 +298,9 @@ def _joint(attributes: Mapping[str, np.ndarray]) -> np.ndarray:
 def _block(setting: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     a, b = attribute_names(setting)
     seeds = seed_data(runs)
-    per_seed = {m: [_metrics(s, m, (a, b)) for s in seeds.values()] for m in METHODS}
     first = next(iter(seeds.values()))
     joint_sizes = Cells.of(first["y"], _joint(first["attributes"])).sizes
-    paired = _paired(seeds, (a, b))
+    compared = {source: _compared(seeds, (a, b), source) for source in SOURCES}
     return {
         "attributes": [a, b],
         "labels": {c: LABELS[c] for c in (a, b)},
@@ -290,14 +310,31 @@ def _block(setting: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "smallest_group": int(joint_sizes.min()),
         "validated": _validated(seeds, (a, b)),
         "patches": {w: {str(k): s["patches"][w] for k, s in seeds.items()} for w in WHICH},
-        "methods": {m: mean_over_seeds(rows, rows[0]) for m, rows in per_seed.items()},
-        "paired": paired,
+        **compared["served"],
+        "candidate": compared["candidate"],
         "target": {
             "name": TARGET,
-            "met": all(p["verdict"] == "no worse" for p in paired.values()),
+            "met": _met(compared["served"]["paired"]),
             "stacks_served": _stacks_served(seeds),
+            "met_candidates": _met(compared["candidate"]["paired"]),
         },
     }
+
+
+def _compared(
+    seeds: dict[int, dict[str, Any]], columns: tuple[str, str], source: str
+) -> dict[str, Any]:
+    """Every method's seed-mean figures and the stack's paired comparisons, from one source of
+    decisions (served, or the job's patches replayed)."""
+    per_seed = {m: [_metrics(s, m, columns, source) for s in seeds.values()] for m in METHODS}
+    return {
+        "methods": {m: mean_over_seeds(rows, rows[0]) for m, rows in per_seed.items()},
+        "paired": _paired(seeds, columns, source),
+    }
+
+
+def _met(paired: dict[str, Any]) -> bool:
+    return all(p["verdict"] == "no worse" for p in paired.values())
 
 
 def _stacks_served(seeds: dict[int, dict[str, Any]]) -> int:
@@ -309,10 +346,12 @@ def _stacks_served(seeds: dict[int, dict[str, Any]]) -> int:
     )
 
 
-def _metrics(data: dict[str, Any], method: str, columns: tuple[str, str]) -> dict[str, float]:
+def _metrics(
+    data: dict[str, Any], method: str, columns: tuple[str, str], source: str = "served"
+) -> dict[str, float]:
     """EO bias per attribute, and the group accuracies over the intersectional groups
     (attribute a × attribute b × target), in points."""
-    y, pred, attrs = data["y"], data["pred"][method], data["attributes"]
+    y, pred, attrs = data["y"], data["pred"][source][method], data["attributes"]
     joint = group_report(y, pred, _joint(attrs))
     out = {f"eo_{c}": 100 * group_report(y, pred, attrs[c]).eo_bias for c in columns}
     return out | {"worst": 100 * joint.worst_group_acc, "accuracy": 100 * joint.accuracy}
@@ -351,7 +390,9 @@ def _pooling(cells: Cells, labels: np.ndarray, y: np.ndarray) -> tuple[Cells, np
     return coarse, weights
 
 
-def _paired(seeds: dict[int, dict[str, Any]], columns: tuple[str, str]) -> dict[str, Any]:
+def _paired(
+    seeds: dict[int, dict[str, Any]], columns: tuple[str, str], source: str = "served"
+) -> dict[str, Any]:
     """Per attribute: the stack minus that attribute's patch alone (EO bias on the attribute,
     worst intersectional group), seed-mean, with its paired interval and verdict."""
     point: dict[str, dict[str, list]] = {m: defaultdict(list) for m in METHODS}
@@ -359,7 +400,7 @@ def _paired(seeds: dict[int, dict[str, Any]], columns: tuple[str, str]) -> dict[
     for seed, data in seeds.items():
         y, attrs = data["y"], data["attributes"]
         cells = Cells.of(y, _joint(attrs))
-        correct = {m: data["pred"][m] == y for m in METHODS}
+        correct = {m: data["pred"][source][m] == y for m in METHODS}
         resampled = resampled_accuracies(cells, correct, DRAWS, seed)  # all four together
         pools = {c: _pooling(cells, np.asarray(attrs[c]).astype(str), y) for c in columns}
         for m in METHODS:
@@ -443,7 +484,37 @@ def _setting_lines(setting: str, b: dict[str, Any]) -> list[str]:
         f"Patches validated by the gate — {valid}. Intersectional groups: {b['groups']}, the "
         f"smallest with {b['smallest_group']} test rows.",
         "",
-        f"| served | EO bias ({name[a_col]}) | EO bias ({name[b_col]}) | worst group | accuracy |",
+        *_figures(b, rows, name, "served"),
+    ]
+    target = b["target"]
+    met = "met" if target["met"] else "**missed**"
+    served = target.get("stacks_served")
+    if served == 0:
+        met += " — untested: in no seed did the gate validate both patches, so no stack served"
+    elif served is not None:
+        met += f" (both patches served in {served} of {len(b['seeds'])} seeds)"
+    lines += ["", f"Target, as served: {target['name']}: {met}.", ""]
+    if "candidate" not in b:
+        return lines
+    lines += [
+        "The jobs' patches replayed (read back from the registry and run as the gateway runs "
+        "them, each at its job's α, whatever the gate said): the same comparison for the stack "
+        "each two-column job would have activated.",
+        "",
+        *_figures(b["candidate"], rows, name, "replayed"),
+    ]
+    replayed = "met" if target.get("met_candidates") else "**missed**"
+    return [*lines, "", f"Target, replayed stacks: {replayed}.", ""]
+
+
+def _figures(
+    b: dict[str, Any], rows: dict[str, str], name: dict[str, str], source: str
+) -> list[str]:
+    """One source's figures table and its paired comparisons."""
+    a_col, b_col = name
+    lines = [
+        f"| {source} | EO bias ({name[a_col]}) | EO bias ({name[b_col]}) | worst group "
+        "| accuracy |",
         "|---|---:|---:|---:|---:|",
     ]
     for m in METHODS:
@@ -452,7 +523,7 @@ def _setting_lines(setting: str, b: dict[str, Any]) -> list[str]:
         lines.append(f"| {rows[m]} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Stack minus the patch for that attribute alone (points, 90 % paired interval):",
+        f"Stack minus the patch for that attribute alone, {source} (points, 90 % paired interval):",
         "",
         "| attribute | EO bias (that attribute) | worst group | verdict |",
         "|---|---|---|---|",
@@ -461,13 +532,7 @@ def _setting_lines(setting: str, b: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {name[c]} | {_paired_cell(p['eo'])} | {_paired_cell(p['worst'])} | {p['verdict']} |"
         )
-    met = "met" if b["target"]["met"] else "**missed**"
-    served = b["target"].get("stacks_served")
-    if served == 0:
-        met += " — untested: in no seed did the gate validate both patches, so no stack served"
-    elif served is not None:
-        met += f" (both patches served in {served} of {len(b['seeds'])} seeds)"
-    return [*lines, "", f"Target: {b['target']['name']}: {met}.", ""]
+    return lines
 
 
 def _paired_cell(p: dict[str, Any]) -> str:

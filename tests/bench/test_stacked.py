@@ -34,20 +34,25 @@ RACE = np.where(ROW % 4 < 2, "African-American", "Caucasian")
 SEX = np.where(np.isin(ROW % 16, [12, 13, 6, 7, 10, 11, 14, 15]), "Female", "Male")
 
 
-def records_of(seed: int, right: dict[str, np.ndarray | float]) -> list[dict]:
+def records_of(
+    seed: int, right: dict[str, np.ndarray | float], replayed: dict | None = None
+) -> list[dict]:
     """``evaluate_stacked``-shaped COMPAS records: each method right on a row with its own
-    probability (a scalar, or one per row)."""
+    probability (a scalar, or one per row); the replayed patches as served unless
+    ``replayed`` gives their own probabilities."""
     rng = np.random.default_rng(seed)
     y, race, sex = Y, RACE, SEX
     u = rng.random(N)  # one draw per row for every method: their errors overlap (paired)
     pred = {m: np.where(u < np.broadcast_to(p, N), y, 1 - y) for m, p in right.items()}
+    again = {m: np.where(u < np.broadcast_to(p, N), y, 1 - y) for m, p in (replayed or {}).items()}
     attrs = {"race": race, "sex_group": sex}
     patches = {"a": ["race"], "b": ["sex_group"], "ab": ["race", "sex_group"]}
     return [
         {"setting": "compas", "seed": seed, "which": w, "bias": patches[w],
          "patches": [{"bias": c, "status": "validated", "alpha": 1.0, "activated": True,
                       "reason": "validated"} for c in patches[w]],
-         "served_revision": 1, "y": y, "attributes": attrs, "raw": pred["raw"], "fair": pred[w]}
+         "served_revision": 1, "y": y, "attributes": attrs, "raw": pred["raw"], "fair": pred[w],
+         "candidate": again.get(w, pred[w])}
         for w in WHICH
     ]  # fmt: skip
 
@@ -201,7 +206,17 @@ class FakeGateway:
 def test_evaluated_records_flow_into_the_summary() -> None:
     runs = plan_stacked(["compas"], [0], DATA_DIR)
     gw = FakeGateway(runs[0].task.test.y, flip={"ab"})  # a stack wrong on every row
-    records = [evaluate_stacked(gw, r, f"/jobs/{r.gateway_model}") for r in runs]  # type: ignore[arg-type]
+    replayed: list[list[str]] = []
+
+    def replay(patches: list[dict], model: object, x: np.ndarray, raw: np.ndarray) -> np.ndarray:
+        replayed.append([p["name"] for p in patches])
+        return raw[:, ::-1]  # every replayed stack wrong on every row (argmax is all it needs)
+
+    records = [
+        evaluate_stacked(gw, r, f"/jobs/{r.gateway_model}", replay)  # type: ignore[arg-type]
+        for r in runs
+    ]
+    assert replayed == [["p-race"], ["p-sex_group"], ["p-race", "p-sex_group"]]
     assert gw.served == [(r.gateway_model, 3) for r in runs]
     first = records[0]
     assert first["patches"][0]["alpha"] == 0.5 and len(records[2]["patches"]) == 2
@@ -211,6 +226,7 @@ def test_evaluated_records_flow_into_the_summary() -> None:
     assert block["methods"]["a"]["accuracy"] == 100 and block["methods"]["ab"]["accuracy"] == 0
     assert block["paired"]["race"]["worst"]["verdict"] == "worse"
     assert block["validated"]["ab"] == {"race": 1, "sex_group": 1}
+    assert block["candidate"]["methods"]["a"]["accuracy"] == 0
 
 
 def test_a_stack_counts_as_served_only_where_both_patches_were() -> None:
@@ -220,3 +236,17 @@ def test_a_stack_counts_as_served_only_where_both_patches_were() -> None:
     one = [{"activated": True}, {"activated": False}]
     seeds = {0: {"patches": {"ab": both}}, 1: {"patches": {"ab": one}}, 2: {"patches": {"ab": []}}}
     assert _stacks_served(seeds) == 1
+
+
+def test_a_stack_the_gate_kept_from_serving_is_judged_on_its_replay() -> None:
+    served = {"raw": 0.7, "a": 0.7, "b": 0.7, "ab": 0.7}  # every patch rejected: raw served
+    hurt = np.where((SEX == "Female") & (Y == 1), 0.3, 0.9)
+    replayed = {"a": 0.9, "b": 0.9, "ab": hurt}
+    records = [r for s in (0, 1, 2) for r in records_of(s, served, replayed)]
+    block = stacked_summary(records)["compas"]
+    assert block["target"]["met"] is True  # nothing stacked was served: trivially no worse
+    assert block["target"]["met_candidates"] is False
+    assert block["candidate"]["paired"]["sex_group"]["verdict"] == "worse"
+    assert block["methods"]["ab"]["accuracy"] == block["methods"]["raw"]["accuracy"]
+    lines = "\n".join(stacked_markdown({"compas": block}))
+    assert "Target, replayed stacks: **missed**." in lines and "| replayed |" in lines
