@@ -11,15 +11,22 @@ import logging
 
 import typer
 
+# request_id: the X-Request-ID of the request the line belongs to ("-" outside one)
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
+
 app = typer.Typer(help="Eraser Gateway: inference-time debiasing in front of a black-box model.")
 
 
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
+    from service.request_context import RequestIdFilter
+
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestIdFilter())
 
 
 @app.command()
@@ -51,7 +58,18 @@ def _log_config() -> dict:
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
-    config["loggers"]["service"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    config["filters"] = {"request_id": {"()": "service.request_context.RequestIdFilter"}}
+    config["formatters"]["gateway"] = {
+        "()": "uvicorn.logging.DefaultFormatter",
+        "fmt": "%(levelprefix)s %(name)s [%(request_id)s]: %(message)s",
+    }
+    config["handlers"]["gateway"] = {
+        "formatter": "gateway",
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stderr",
+        "filters": ["request_id"],
+    }
+    config["loggers"]["service"] = {"handlers": ["gateway"], "level": "INFO", "propagate": False}
     return config
 
 

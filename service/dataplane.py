@@ -28,6 +28,7 @@ from service.settings import GatewaySettings, ModelConfig
 from service.upstream.client import UpstreamClient
 
 T = TypeVar("T")
+Upstream = tuple[np.ndarray, str | None]  # log-probabilities and the upstream's datatype
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Prediction:
     raw_log_probs: np.ndarray
     fair_log_probs: np.ndarray
     debiased: bool
+    output_datatype: str | None = None  # the OIP datatype of the upstream's scores, if it said
 
     def rows(self, start: int, stop: int) -> Prediction:
         """One request's share of a batched prediction."""
@@ -48,6 +50,7 @@ class Prediction:
             self.raw_log_probs[start:stop],
             self.fair_log_probs[start:stop],
             self.debiased,
+            self.output_datatype,
         )
 
 
@@ -149,8 +152,8 @@ class Dataplane:
         """One upstream call and one patch run for ``x``, which may hold several requests."""
         client = self.upstreams[model.name]
         if not stack.debiasing:
-            raw = await self._timed(model.name, "upstream", client.predict(x))
-            return Prediction(model, stack, raw, raw, debiased=False)
+            raw, dtype = await self._timed(model.name, "upstream", client.predict_typed(x))
+            return Prediction(model, stack, raw, raw, debiased=False, output_datatype=dtype)
         if stack.estimated_seconds(len(x)) * 1e3 <= self.inline_max_ms:
             return await self._infer_inline(model, stack, x)
         return await self._infer_pooled(model, stack, x)
@@ -165,7 +168,8 @@ class Dataplane:
         every wake-up of an idle process costs latency.
         """
         job = self.executor.submit(self._run_stack, model.name, stack, x)
-        raw = await self._timed(model.name, "upstream", self.upstreams[model.name].predict(x))
+        client = self.upstreams[model.name]
+        raw = await self._timed(model.name, "upstream", client.predict_typed(x))
         try:
             log_biases = job.result() if job.done() else await asyncio.wrap_future(job)
         except Exception as exc:
@@ -180,7 +184,7 @@ class Dataplane:
         sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         client = self.upstreams[model.name]
         upstream = asyncio.ensure_future(
-            self._timed(model.name, "upstream", client.predict(x, sent=sent))
+            self._timed(model.name, "upstream", client.predict_typed(x, sent=sent))
         )
         upstream.add_done_callback(lambda _: sent.done() or sent.set_result(None))
         try:
@@ -209,18 +213,24 @@ class Dataplane:
         histogram.observe(seconds)
 
     def _combine(
-        self, model: ModelConfig, stack: LoadedStack, raw: np.ndarray, log_biases: list[np.ndarray]
+        self,
+        model: ModelConfig,
+        stack: LoadedStack,
+        upstream: Upstream,
+        log_biases: list[np.ndarray],
     ) -> Prediction:
+        raw, dtype = upstream
         fair = eraser_math.fair_log_probs(raw, log_biases, stack.alphas)
         self.metrics.corrections.observe(model.name, raw, fair)
-        return Prediction(model, stack, raw, fair, debiased=True)
+        return Prediction(model, stack, raw, fair, debiased=True, output_datatype=dtype)
 
     def _patch_failed(
-        self, model: ModelConfig, stack: LoadedStack, raw: np.ndarray, exc: BaseException
+        self, model: ModelConfig, stack: LoadedStack, upstream: Upstream, exc: BaseException
     ) -> Prediction:
         """Never a raw output labelled as fair: 503, or raw marked ``debiased=false`` if allowed."""
         if model.on_patch_failure == "raw":
-            return Prediction(model, stack, raw, raw, debiased=False)
+            raw, dtype = upstream
+            return Prediction(model, stack, raw, raw, debiased=False, output_datatype=dtype)
         if isinstance(exc, PatchFailed):
             raise exc
         raise PatchFailed(f"patch stack revision {stack.revision} failed: {exc!r}")

@@ -2,6 +2,7 @@
 
 EraserError (500)
 ├── BadRequest (400) ─┬─ InvalidInstances (422)
+│                    ├─ InvalidTensor (400): an OIP tensor's datatype, data or binary framing
 │                    ├─ InvalidRequestBody (422): a JSON field inside a form is invalid
 │                    ├─ InvalidCalibrationSet (422): an upload that cannot train a patch
 │                    ├─ InvalidMonitoring (422), InvalidFeedback (422): bias monitoring
@@ -61,6 +62,12 @@ class BadRequest(EraserError):
 class InvalidInstances(BadRequest):
     status_code = 422
     code = "invalid_instances"
+
+
+class InvalidTensor(BadRequest):
+    """An Open Inference Protocol tensor whose datatype, data or binary framing is malformed."""
+
+    code = "invalid_tensor"
 
 
 class InvalidRequestBody(BadRequest):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -43,12 +43,35 @@ class OutputKind(StrEnum):
     SIGMOID_LOGITS = "sigmoid_logits"
 
 
+InputDatatype = Literal[
+    "BOOL",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "FP16",
+    "FP32",
+    "FP64",
+]
+INPUT_DATATYPES: tuple[str, ...] = get_args(InputDatatype)
+
+
 class InputSpec(BaseModel):
     """Shape of one instance. Tabular instances may be lists in ``features`` order or objects."""
 
     shape: list[int] = Field(description="per-instance tensor shape, e.g. [7] or [3, 28, 28]")
     features: list[str] | None = Field(
         default=None, description="feature names, in tensor order (tabular models)"
+    )
+    datatypes: list[InputDatatype] = Field(
+        default_factory=lambda: list(INPUT_DATATYPES),
+        min_length=1,
+        description="OIP datatypes the v2 route accepts for the input tensor; values are "
+        "converted to float32, which the upstream call and the patches take",
     )
 
     @model_validator(mode="after")

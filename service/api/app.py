@@ -15,13 +15,16 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service import __version__
 from service.api import (
     deps,
+    docs,
     errors,
     routes_admin,
     routes_feedback,
     routes_predict,
     routes_training,
+    routes_v1,
     routes_v2,
 )
 from service.api.edge import RequestEdge
@@ -52,17 +55,21 @@ def create_app(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
 
     app = FastAPI(
         title="Eraser Gateway",
-        version="0.1.0",
+        version=__version__,
         description="Inference-time debiasing in front of an unmodified black-box model.",
         lifespan=lifespan,
+        docs_url=None,  # served from packaged assets, not a CDN (service.api.docs)
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
     errors.install(app)
+    docs.install(app)
     app.add_middleware(RequestEdge, settings=settings)
     app.include_router(routes_predict.router)
     app.include_router(routes_v2.health)
     app.include_router(routes_v2.router)
+    app.include_router(routes_v1.router)
     app.include_router(routes_admin.router)
     app.include_router(routes_feedback.router)
     app.include_router(routes_training.router)

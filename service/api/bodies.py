@@ -30,8 +30,13 @@ FORM_FIELD_LIMIT = 1024**2  # a JSON spec or manifest next to an uploaded file
 
 async def parse_body(request: Request, model: type[M]) -> M:
     """The body as ``model``; invalid JSON or fields are the usual 422 with their locations."""
+    return parse_json(await request.body(), model)
+
+
+def parse_json(raw: bytes, model: type[M]) -> M:
+    """``raw`` JSON as ``model``, with ``parse_body``'s errors (for a body read in parts)."""
     try:
-        return model.model_validate_json(await request.body())
+        return model.model_validate_json(raw)
     except ValidationError as exc:
         errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
         raise RequestValidationError(errors) from None

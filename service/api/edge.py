@@ -1,4 +1,9 @@
-"""The request edge, outermost in the app: body limits while reading, and a last-resort 500.
+"""The request edge, outermost in the app: request ids, body limits while reading, and a
+last-resort 500.
+
+Request ids: every response carries ``X-Request-ID``, the caller's when it is safe, else a new
+one; it and a valid W3C ``traceparent`` are set in ``service.request_context`` for the logs and
+the upstream call.
 
 Body limits: a body whose ``Content-Length`` exceeds its route's limit is answered 413 at once,
 before a byte of it is read, and the connection is closed; a body without a length (chunked)
@@ -17,30 +22,45 @@ import logging
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.errors import error_body
+from service.api.errors import error_content
 from service.api.throttled_log import ThrottledLog
 from service.errors import PayloadTooLarge
+from service.request_context import (
+    REQUEST_ID_HEADER,
+    accepted_request_id,
+    request_id,
+    traceparent,
+    valid_traceparent,
+)
 from service.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 bugs = ThrottledLog(log)
 
 MB = 2**20
+REQUEST_ID_HEADER_BYTES = REQUEST_ID_HEADER.lower().encode()
 
 
 def body_limit(settings: GatewaySettings, method: str, path: str) -> int:
     """Bytes a request body may have: uploads get their file limit plus room for the form's
-    other parts, the prediction routes ``limits.predict_body_mb``, everything else (small JSON
-    documents, or no body at all) ``limits.json_body_mb``."""
+    other parts, the prediction routes (native, OIP v2, KServe v1) ``limits.predict_body_mb``,
+    everything else (small JSON documents, or no body at all) ``limits.json_body_mb``."""
     limits = settings.limits
     if method == "POST":
-        if path == "/predict" or (path.startswith("/v2/models/") and path.endswith("/infer")):
+        if path == "/predict" or _is_protocol_inference(path):
             return int(limits.predict_body_mb * MB)
         if path == "/patches":
             return int((settings.training.max_calibration_mb + limits.upload_overhead_mb) * MB)
         if path.startswith("/patches/") and path.endswith("/versions"):
             return int((settings.max_artifact_mb + limits.upload_overhead_mb) * MB)
     return int(limits.json_body_mb * MB)
+
+
+def _is_protocol_inference(path: str) -> bool:
+    """OIP v2 ``/v2/models/{m}[/versions/{v}]/infer`` or KServe v1 ``/v1/models/{m}:predict``."""
+    if path.startswith("/v2/models/"):
+        return path.endswith("/infer")
+    return path.startswith("/v1/models/") and path.endswith(":predict")
 
 
 class RequestEdge:
@@ -54,17 +74,33 @@ class RequestEdge:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = body_limit(self.settings, scope["method"], scope["path"])
+        rid, parent = _request_context(scope)
+        id_header = (REQUEST_ID_HEADER_BYTES, rid.encode())
+        tokens = request_id.set(rid), traceparent.set(parent)
+        try:
+            await self._handle(scope, receive, send, id_header)
+        finally:
+            request_id.reset(tokens[0])
+            traceparent.reset(tokens[1])
+
+    async def _handle(
+        self, scope: Scope, receive: Receive, send: Send, id_header: tuple[bytes, bytes]
+    ) -> None:
+        path = scope["path"]
+        limit = body_limit(self.settings, scope["method"], path)
         length = _content_length(scope)
         if length is not None and length > limit:
-            body = error_body("payload_too_large", _too_large(limit, length), limit_bytes=limit)
-            await _send_json(send, 413, body, close=True)
+            message = _too_large(limit, length)
+            error = error_content(path, 413, "payload_too_large", message, {"limit_bytes": limit})
+            await _send_json(send, *error, close=True, id_header=id_header)
             return
         started = False
 
         async def tracked(message: Message) -> None:
             nonlocal started
-            started = started or message["type"] == "http.response.start"
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
         try:
@@ -78,8 +114,20 @@ class RequestEdge:
                 exc_info=True,
             )
             if not started:
-                body = error_body("internal_error", "internal error; see gateway logs")
-                await _send_json(send, 500, body, close=False)
+                message = "internal error; see gateway logs"
+                error = error_content(path, 500, "internal_error", message)
+                await _send_json(send, *error, id_header=id_header)
+
+
+def _request_context(scope: Scope) -> tuple[str, str | None]:
+    """The request id (the caller's if safe, else a new one) and a valid ``traceparent``."""
+    rid = parent = None
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            rid = value.decode("latin-1")
+        elif name == b"traceparent":
+            parent = value.decode("latin-1")
+    return accepted_request_id(rid), valid_traceparent(parent)
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -114,13 +162,23 @@ def _too_large(limit: int, length: int | None = None) -> str:
     return f"{size} exceeds this route's limit of {limit} bytes"
 
 
-async def _send_json(send: Send, status: int, body: dict[str, object], close: bool) -> None:
+async def _send_json(
+    send: Send,
+    status: int,
+    body: dict[str, object],
+    extra: dict[str, str],
+    close: bool = False,
+    id_header: tuple[bytes, bytes] | None = None,
+) -> None:
     payload = orjson.dumps(body)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(payload)).encode()),
+        *((k.lower().encode(), v.encode()) for k, v in extra.items()),
     ]
     if close:
         headers.append((b"connection", b"close"))
+    if id_header is not None:
+        headers.append(id_header)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})

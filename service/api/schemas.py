@@ -74,17 +74,38 @@ class FeedbackResponse(BaseModel):
     correct: dict[str, bool] = Field(description="per stage (raw, fair): was the decision right")
 
 
+class V1PredictRequest(BaseModel):
+    instances: list[Any] = Field(
+        description="lists shaped like the model's input, or objects keyed by feature name"
+    )
+
+
+class V1PredictResponse(BaseModel):
+    predictions: list[list[float]] = Field(
+        description="per instance, the model's output row debiased, in the upstream's own kind "
+        "(logits stay logits)"
+    )
+
+
 class V2Tensor(BaseModel):
     name: str
     shape: list[int]
-    datatype: str
-    data: list[Any]
-    parameters: dict[str, Any] | None = None
+    datatype: str = Field(description="BOOL, INT8-64, UINT8-64, FP16, FP32, FP64 or BYTES")
+    data: list[Any] | None = Field(
+        default=None,
+        description="row-major values (flat or nested); absent when parameters.binary_data_size "
+        "says the tensor follows the JSON as binary data",
+    )
+    parameters: dict[str, Any] | None = Field(
+        default=None, description='binary tensor data extension: {"binary_data_size": bytes}'
+    )
 
 
 class V2RequestedOutput(BaseModel):
-    name: str
-    parameters: dict[str, Any] | None = None
+    name: str = Field(description="the model's output, or raw_<output> for the upstream's own")
+    parameters: dict[str, Any] | None = Field(
+        default=None, description='{"binary_data": true} to receive this output as binary data'
+    )
 
 
 class V2RequestParameters(BaseModel):
@@ -99,6 +120,11 @@ class V2RequestParameters(BaseModel):
         default=None,
         description="monitoring only: one {attribute: group} object per instance, as in "
         "/predict; the answer then carries parameters.eraser_request_id",
+    )
+    binary_data_output: StrictBool = Field(
+        default=False,
+        description="every output as binary data unless its own parameters.binary_data says "
+        "otherwise (binary tensor data extension)",
     )
 
 

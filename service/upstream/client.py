@@ -53,6 +53,7 @@ from service.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from service.request_context import upstream_headers
 from service.settings import ModelConfig
 from service.upstream.breaker import Backoff, BreakerState, CircuitBreaker
 from service.upstream.codecs import make_codec
@@ -161,17 +162,24 @@ class UpstreamClient:
         ``sent``, if given, is resolved once the request body has been handed to the socket, so
         a caller can do CPU work while the upstream computes (see ``_request_sent``).
         """
+        return (await self.predict_typed(x, sent))[0]
+
+    async def predict_typed(
+        self, x: np.ndarray, sent: asyncio.Future[None] | None = None
+    ) -> tuple[np.ndarray, str | None]:
+        """``predict``, and the OIP datatype the upstream gave its scores (None: not OIP v2, or
+        it gave none), so that the gateway can answer in the upstream's own datatype."""
         n = self._check_batch(x)
         if n == 0:
-            return np.empty((0, self.model.num_classes))
+            return np.empty((0, self.model.num_classes)), None
         body = self._codec.encode(x)
         try:
             raw = await self._breaker.call(lambda: self._post_with_retries(body, sent))
-            scores = self._codec.decode(raw, n)
+            scores, datatype = self._codec.decode_typed(raw, n)
         except EraserError as exc:
             self._emit(f"error:{exc.code}")
             raise
-        return to_log_probs(scores, self._cfg.output_kind)
+        return to_log_probs(scores, self._cfg.output_kind), datatype
 
     async def predict_many(
         self,
@@ -262,7 +270,11 @@ class UpstreamClient:
         try:
             trace_ctx = {"sent": sent} if sent is not None else None
             async with session.post(
-                self._url, data=body, allow_redirects=False, trace_request_ctx=trace_ctx
+                self._url,
+                data=body,
+                headers=upstream_headers() or None,  # the caller's X-Request-ID, traceparent
+                allow_redirects=False,
+                trace_request_ctx=trace_ctx,
             ) as response:
                 payload = await response.read()
                 status = response.status

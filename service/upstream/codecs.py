@@ -46,6 +46,10 @@ class Codec(Protocol):
         """Validated float64 scores [n, columns] from a 2xx response body."""
         ...
 
+    def decode_typed(self, body: bytes, n: int) -> tuple[np.ndarray, str | None]:
+        """``decode``, and the OIP datatype the upstream gave its scores (None: it gave none)."""
+        ...
+
 
 def _as_float32(x: np.ndarray) -> np.ndarray:
     """C-contiguous float32, the layout orjson's numpy serialiser requires."""
@@ -119,8 +123,17 @@ def decode_oip_v2(
     body: bytes, n: int, spec: ScoreSpec, output_name: str | None = None
 ) -> np.ndarray:
     """Scores from the output named ``output_name`` (or the first output)."""
+    return decode_oip_v2_typed(body, n, spec, output_name)[0]
+
+
+def decode_oip_v2_typed(
+    body: bytes, n: int, spec: ScoreSpec, output_name: str | None = None
+) -> tuple[np.ndarray, str | None]:
+    """``decode_oip_v2`` and the output tensor's ``datatype`` (None if it is not a string)."""
     output = _pick_output(parse_json(body), output_name)
-    return validate_scores(_tensor(output), n, spec, f"output tensor {output.get('name')!r}")
+    scores = validate_scores(_tensor(output), n, spec, f"output tensor {output.get('name')!r}")
+    datatype = output.get("datatype")
+    return scores, datatype if isinstance(datatype, str) else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,6 +247,9 @@ class OipV2Codec:
     def decode(self, body: bytes, n: int) -> np.ndarray:
         return decode_oip_v2(body, n, self.spec, self.output_name)
 
+    def decode_typed(self, body: bytes, n: int) -> tuple[np.ndarray, str | None]:
+        return decode_oip_v2_typed(body, n, self.spec, self.output_name)
+
 
 @dataclass(frozen=True, slots=True)
 class KServeV1Codec:
@@ -244,6 +260,9 @@ class KServeV1Codec:
 
     def decode(self, body: bytes, n: int) -> np.ndarray:
         return decode_kserve_v1(body, n, self.spec)
+
+    def decode_typed(self, body: bytes, n: int) -> tuple[np.ndarray, str | None]:
+        return self.decode(body, n), None
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +277,9 @@ class GenericCodec:
 
     def decode(self, body: bytes, n: int) -> np.ndarray:
         return decode_generic(body, n, self.spec, self.steps, self.path)
+
+    def decode_typed(self, body: bytes, n: int) -> tuple[np.ndarray, str | None]:
+        return self.decode(body, n), None
 
 
 def make_codec(model: ModelConfig) -> Codec:

@@ -6,12 +6,14 @@ The chain follows the app's own: settings (own Redis prefix) → app with lifesp
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 
 import httpx
 import numpy as np
+import orjson
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 
 from bench.onnx_patches import mlp_to_onnx
 from blackbox.data import FEATURE_NAMES
@@ -21,6 +23,7 @@ from service.api.app import create_app
 from service.metrics import GatewayMetrics
 from service.settings import GatewaySettings
 from tests.conftest import REDIS_URL, SIGNING_KEY
+from tests.servers import running_server
 
 PREDICT_KEY = "predict-key-for-tests"
 ADMIN_KEY = "admin-key-for-tests"
@@ -109,3 +112,32 @@ async def activate(
         headers=ADMIN,
         json={"entries": entries, "expected_revision": expected_revision},
     )
+
+
+@dataclass
+class RecordingUpstream:
+    """An OIP v2 upstream for ``compas`` that answers FP64 logits (row sum / 100 and its
+    negative) and records the headers of every request it gets."""
+
+    url: str
+    headers: list[dict[str, str]] = field(default_factory=list)
+
+
+@pytest.fixture(scope="session")
+def recording_upstream() -> Iterator[RecordingUpstream]:
+    app = FastAPI()
+    recorder = RecordingUpstream("")
+
+    @app.post(f"/v2/models/{MODEL}/infer")
+    async def infer(request: Request) -> Response:
+        recorder.headers.append(dict(request.headers))
+        doc = orjson.loads(await request.body())
+        x = np.asarray(doc["inputs"][0]["data"]).reshape(-1, len(FEATURE_NAMES))
+        logits = np.stack([x.sum(axis=1) / 100, -x.sum(axis=1) / 100], axis=1)
+        out = {"name": "logits", "shape": list(logits.shape), "datatype": "FP64"}
+        out["data"] = logits.reshape(-1).tolist()
+        return Response(orjson.dumps({"outputs": [out]}), media_type="application/json")
+
+    with running_server(app) as url:
+        recorder.url = url
+        yield recorder

@@ -190,4 +190,3 @@ async def test_a_stack_whose_blob_is_missing_or_damaged_is_never_committed(
         r = await activate(client, [{"patch": "race", "version": 2}], 1)
         assert r.status_code == 409 and r.json()["error"]["code"] == "artifact_integrity"
         assert (await app.state.gateway.registry.get_stack(MODEL)).revision == 1
-

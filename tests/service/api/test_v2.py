@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import numpy as np
+import pytest
 
 from service import eraser_math as em
 from tests.service.api.conftest import MODEL, PREDICT, activate, random_patch, register_patch
@@ -55,17 +56,22 @@ async def test_v2_metadata_and_readiness(client: httpx.AsyncClient) -> None:
     assert (await client.get(f"/v2/models/{MODEL}/ready", headers=PREDICT)).json()["ready"]
     assert (await client.get("/v2/health/ready")).json() == {"ready": True}
     assert (await client.get("/v2/models/nope", headers=PREDICT)).status_code == 404
+    server = (await client.get("/v2", headers=PREDICT)).json()
+    assert "binary_tensor_data" in server["extensions"] and server["name"] == "eraser-gateway"
 
 
-async def test_v2_bad_tensor_is_a_422_with_reason(client: httpx.AsyncClient) -> None:
-    bad = v2_request(ROWS)
-    bad["inputs"][0]["shape"] = [2, 6]
+async def test_v2_bad_tensor_is_a_400_with_the_protocols_error_body(
+    client: httpx.AsyncClient,
+) -> None:
+    """OIP: a failed request is an HTTP error status (typically 400) with {"error": "<msg>"}."""
+    bad = v2_request(ROWS[:, :6].copy())
     r = await client.post(f"/v2/models/{MODEL}/infer", headers=PREDICT, json=bad)
-    assert r.status_code == 422 and "model expects" in r.json()["error"]["message"]
+    assert r.status_code == 400 and "model expects" in r.json()["error"]
+    assert r.headers["X-Eraser-Error-Code"] == "invalid_instances"
     bad = v2_request(ROWS)
     bad["inputs"][0]["data"] = bad["inputs"][0]["data"][:-1]
     r = await client.post(f"/v2/models/{MODEL}/infer", headers=PREDICT, json=bad)
-    assert r.status_code == 422 and "does not fill shape" in r.json()["error"]["message"]
+    assert r.status_code == 400 and "does not fill shape" in r.json()["error"]
 
 
 async def test_v2_non_finite_input_and_oversized_batch_are_refused(
@@ -74,7 +80,59 @@ async def test_v2_non_finite_input_and_oversized_batch_are_refused(
     overflow = v2_request(ROWS)
     overflow["inputs"][0]["data"][3] = 1e39  # finite in JSON, infinite as float32
     r = await client.post(f"/v2/models/{MODEL}/infer", headers=PREDICT, json=overflow)
-    assert r.status_code == 422 and "instance 0 contains NaN or infinity" in r.text
+    assert r.status_code == 400 and "instance 0 contains NaN or infinity" in r.json()["error"]
     big = v2_request(np.zeros((1025, 7), dtype=np.float32))
     r = await client.post(f"/v2/models/{MODEL}/infer", headers=PREDICT, json=big)
-    assert r.status_code == 422 and "1025 instances exceed the limit of 1024" in r.text
+    assert r.status_code == 400 and "1025 instances exceed the limit of 1024" in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "status"),
+    [
+        ("GET", "/v2/models/nope", PREDICT, 404),
+        ("GET", "/v2/models/nope/ready", PREDICT, 404),
+        ("POST", "/v2/models/nope/infer", PREDICT, 404),
+        ("GET", f"/v2/models/{MODEL}", {}, 401),
+        ("POST", f"/v2/models/{MODEL}/infer", {"Authorization": "Bearer wrong"}, 403),
+        ("GET", "/v2/no/such/route", {}, 404),
+        ("DELETE", "/v2/health/live", {}, 405),
+    ],
+)
+async def test_every_v2_error_is_the_protocols_body(
+    client: httpx.AsyncClient, method: str, path: str, headers: dict, status: int
+) -> None:
+    body = v2_request(ROWS) if method == "POST" else None
+    r = await client.request(method, path, headers=headers, json=body)
+    assert r.status_code == status
+    error = r.json()
+    assert list(error) == ["error"] and isinstance(error["error"], str) and error["error"]
+
+
+async def test_v2_malformed_json_and_fields_are_400(client: httpx.AsyncClient) -> None:
+    url = f"/v2/models/{MODEL}/infer"
+    r = await client.post(url, headers=PREDICT, content=b"{not json")
+    assert r.status_code == 400 and isinstance(r.json()["error"], str)
+    r = await client.post(url, headers=PREDICT, json={"inputs": "x"})
+    assert r.status_code == 400 and r.json()["error"].startswith("body.inputs")
+
+
+async def test_native_predict_keeps_its_richer_error_body(client: httpx.AsyncClient) -> None:
+    r = await client.post("/predict", headers=PREDICT, json={"model": "nope", "instances": [[1]]})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+    assert "X-Eraser-Error-Code" not in r.headers
+
+
+async def test_v2_oversized_body_is_a_413_in_the_protocols_body(
+    key_prefix: str, blackbox_url: str, redis_client: object
+) -> None:
+    from service.api.app import create_app
+    from tests.service.api.conftest import make_settings
+
+    settings = make_settings(key_prefix, blackbox_url)
+    settings.limits.predict_body_mb = 0.001
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as c:
+            r = await c.post(f"/v2/models/{MODEL}/infer", headers=PREDICT, content=b"x" * 4096)
+    assert r.status_code == 413 and "exceeds" in r.json()["error"]

@@ -130,7 +130,7 @@ async def test_the_v2_route_takes_monitor_as_a_parameter_and_answers_a_request_i
     r = await client.post(
         f"/v2/models/{MODEL}/infer", headers=PREDICT, json=body | {"parameters": {"monitor": 3}}
     )
-    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_monitor"
+    assert r.status_code == 400 and r.headers["X-Eraser-Error-Code"] == "invalid_monitor"
 
 
 async def test_a_bad_monitor_field_is_a_422_and_costs_no_upstream_call(

@@ -1,0 +1,78 @@
+"""Request ids and W3C trace context, carried through one request in context variables.
+
+The edge (``service.api.edge``) accepts a caller's ``X-Request-ID`` when it is safe to log and
+forward (at most ``MAX_REQUEST_ID`` characters of ``[A-Za-z0-9._:-]``) and creates one
+otherwise; it returns it on every response. A caller's W3C ``traceparent`` is kept only when it
+is well formed (version ``00``-``fe``, non-zero trace and parent ids). The upstream client
+forwards both (``upstream_headers``), and ``RequestIdFilter`` puts the id on every log record.
+
+A context variable is copied into every task the request starts, so the id follows the
+request into its upstream call; a micro-batched upstream call that carries several requests
+carries the id of the request whose task started it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from contextvars import ContextVar
+from typing import Final
+
+REQUEST_ID_HEADER: Final = "X-Request-ID"
+TRACEPARENT_HEADER: Final = "traceparent"
+MAX_REQUEST_ID: Final = 128
+NO_REQUEST: Final = "-"
+
+_SAFE_ID = re.compile(rf"[A-Za-z0-9._:\-]{{1,{MAX_REQUEST_ID}}}")
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+
+request_id: ContextVar[str | None] = ContextVar("eraser_request_id", default=None)
+traceparent: ContextVar[str | None] = ContextVar("eraser_traceparent", default=None)
+
+
+def accepted_request_id(value: str | None) -> str:
+    """The caller's id if it is safe to log and forward, else a new one (32 hex characters)."""
+    if value is not None and _SAFE_ID.fullmatch(value):
+        return value
+    return uuid.uuid4().hex
+
+
+def valid_traceparent(value: str | None) -> str | None:
+    """A W3C ``traceparent`` (trace-context level 1) worth forwarding, or None.
+
+    Version ``ff`` and all-zero trace or parent ids are invalid; a future version (not ``00``)
+    may carry more fields after a dash, version ``00`` exactly four.
+    """
+    if value is None or len(value) > 512:
+        return None
+    value = value.strip()
+    match = _TRACEPARENT.fullmatch(value)
+    if match is None:
+        return None
+    version, trace_id, parent_id, _flags, rest = match.groups()
+    if version == "ff" or trace_id == "0" * 32 or parent_id == "0" * 16:
+        return None
+    if version == "00" and rest is not None:
+        return None
+    return value
+
+
+def upstream_headers() -> dict[str, str]:
+    """The current request's id and trace context, for the upstream call (empty outside one)."""
+    headers = {}
+    rid = request_id.get()
+    if rid is not None:
+        headers[REQUEST_ID_HEADER] = rid
+    parent = traceparent.get()
+    if parent is not None:
+        headers[TRACEPARENT_HEADER] = parent
+    return headers
+
+
+class RequestIdFilter(logging.Filter):
+    """Sets ``record.request_id`` (``-`` outside a request) so formats can print it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get() or NO_REQUEST
+        return True
