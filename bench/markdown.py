@@ -299,9 +299,7 @@ def _target_text(key: str) -> str:
     return f"{'≤' if op == '<=' else '≥'} {value:g}"
 
 
-def replace_section(
-    text: str, section: str, markers: tuple[str, str] = (MD_START, MD_END)
-) -> str:
+def replace_section(text: str, section: str, markers: tuple[str, str] = (MD_START, MD_END)) -> str:
     """Swap the text between ``markers`` (the perf ones by default), or append the section if
     there is none."""
     start, end = text.find(markers[0]), text.find(markers[1])

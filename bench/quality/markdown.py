@@ -174,11 +174,14 @@ def _setting(
     floor = rows.get("vanilla.raw", {}).get("eo_floor")
     if floor is not None:
         std = rows["vanilla.raw"].get("eo_floor_std", 0.0)
-        lines += ["", (
-            f"EO noise floor of this test split: {floor:.2f} ± {std:.2f} — the EO bias a "
-            "classifier with equal true accuracy in every group would still measure, from "
-            "sampling noise alone (`bench.quality.metrics.eo_noise_floor`)."
-        )]
+        lines += [
+            "",
+            (
+                f"EO noise floor of this test split: {floor:.2f} ± {std:.2f} — the EO bias a "
+                "classifier with equal true accuracy in every group would still measure, from "
+                "sampling noise alone (`bench.quality.metrics.eo_noise_floor`)."
+            ),
+        ]
     notes = [n for n in (_floor_note(rows, runs, checks), _peer_note(rows),
                          _colour_note(key, rows)) if n]  # fmt: skip
     for note in notes:
@@ -213,16 +216,23 @@ def _floor_note(rows: dict[str, dict[str, Any]], runs: Runs, checks: dict[str, A
     own = _of(runs, variant="vanilla", calibration="full")
     seeds = [r["rows"]["eraser_tuned"]["eo"] for r in own]
     where = "below" if limit < floor else "above"
-    text = (f"The EO target (≤ {limit:g}) lies {where} this split's noise floor ({floor:.2f})")
+    text = f"The EO target (≤ {limit:g}) lies {where} this split's noise floor ({floor:.2f})"
     if limit < floor:
-        text += (": a model with equal true accuracy in every group would miss it on average, "
-                 "and averaging seeds lowers the variance of the measured EO, not this bias")
+        text += (
+            ": a model with equal true accuracy in every group would miss it on average, "
+            "and averaging seeds lowers the variance of the measured EO, not this bias"
+        )
     if seeds:
         above = [v - floor for v in seeds]
-        text += (f". Per seed the patched vanilla model measured "
-                 f"{' / '.join(f'{v:.2f}' for v in seeds)}, ")
-        text += (f"{min(above):.2f}–{max(above):.2f} points above the floor" if min(above) > 0
-                 else f"{min(above):+.2f} to {max(above):+.2f} points from the floor")
+        text += (
+            f". Per seed the patched vanilla model measured "
+            f"{' / '.join(f'{v:.2f}' for v in seeds)}, "
+        )
+        text += (
+            f"{min(above):.2f}–{max(above):.2f} points above the floor"
+            if min(above) > 0
+            else f"{min(above):+.2f} to {max(above):+.2f} points from the floor"
+        )
     return text + "."
 
 
@@ -285,12 +295,17 @@ def _groups(rows: dict[str, dict[str, Any]], runs: Runs) -> list[str]:
         lines.append("| " + " | ".join(row) + " |")
     trades = _trades(rows, gaps)
     if trades:
-        lines += ["", (
-            "Patches that every seed's gate validated and that narrowed the gap in one target "
-            "class while widening it in another (raw → patched): " + "; ".join(trades) + ". The "
-            "patch distils the deployed model's lean towards one class together with the bias "
-            "shortcut (Eq. 17), so correcting one gap can widen the other."
-        )]
+        lines += [
+            "",
+            (
+                "Patches that every seed's gate validated and that narrowed the gap in one target "
+                "class while widening it in another (raw → patched): "
+                + "; ".join(trades)
+                + ". The "
+                "patch distils the deployed model's lean towards one class together with the bias "
+                "shortcut (Eq. 17), so correcting one gap can widen the other."
+            ),
+        ]
     return lines
 
 
@@ -330,7 +345,10 @@ def _per_seed(runs: Runs) -> list[str]:
         verdict, served = r["verdict"], r["rows"]["eraser_tuned"]
         change = verdict["eo_bias_change"]
         cells = [
-            r["variant"], f"{r['calibration_rows']} rows", str(r["seed"]), f"{r['alpha']:g}",
+            r["variant"],
+            f"{r['calibration_rows']} rows",
+            str(r["seed"]),
+            f"{r['alpha']:g}",
             r["status"] if r["status"] == "validated" else f"**{r['status']}**",
             str(verdict["rows"]),
             f"{verdict['eo'][0]:.2f} → {verdict['eo'][1]:.2f}",
@@ -425,12 +443,15 @@ def _across(res: dict[str, Any], runs: Runs) -> list[str]:
         if job_s:
             times.append(f"{key} {min(job_s):.1f}–{max(job_s):.1f} s")
     if times:
-        lines += [(
-            "Cost: a training job (`job_s`, the worker's own stages, min–max over the setting's "
-            "runs) took " + ", ".join(times) + "; the whole run took "
-            f"{res['_meta']['wall_s'] / 60:.1f} min. Patches, α and ThresholdOptimizer are "
-            "seeded with the run's seed, and each job uses one PyTorch thread."
-        ), ""]
+        lines += [
+            (
+                "Cost: a training job (`job_s`, the worker's own stages, min–max over the setting's "
+                "runs) took " + ", ".join(times) + "; the whole run took "
+                f"{res['_meta']['wall_s'] / 60:.1f} min. Patches, α and ThresholdOptimizer are "
+                "seeded with the run's seed, and each job uses one PyTorch thread."
+            ),
+            "",
+        ]
     return lines
 
 

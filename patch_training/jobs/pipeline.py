@@ -58,6 +58,7 @@ class TrainedPatch:
     alpha: AlphaChoice
     blob: bytes
     parity_max_abs_diff: float
+    patch_shift: list[float] | None = None  # δ/α baked into the exported graph (class offset)
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ async def _query(model: ModelConfig, calib: CalibrationSet, ctx: JobContext) -> 
 def _train(method: Method, data: MethodInput, ctx: JobContext) -> TrainedPatch:
     """The method's fit, then the shared steps that need no Redis: α, export, parity."""
     from patch_training.export.torch_onnx import check_parity, export_patch
-    from patch_training.nets import limit_threads
+    from patch_training.nets import ShiftedPatch, limit_threads
 
     limit_threads(ctx.settings.training.torch_threads)
     with ctx.progress.stage("train", data.epochs_budget, unit="epoch") as advance:
@@ -138,12 +139,15 @@ def _train(method: Method, data: MethodInput, ctx: JobContext) -> TrainedPatch:
     j, spec = fitted.judged, data.spec
     curve = alpha_curve(
         data.log_m[j], fitted.out_of_fold[j], data.y[j], data.b[j], spec.alpha_grid, spec.gate,
-        spec.seed,
+        spec.seed, spec.class_offset,
     )  # fmt: skip
-    blob = export_patch(fitted.served, data.model.input.shape)
-    parity = check_parity(fitted.served, blob, data.x[j][:PARITY_ROWS])
     choice = choose_alpha(curve, spec.gate)
-    return TrainedPatch(fitted, choice, blob, parity)
+    shift = choice.patch_shift  # the class offset chosen with α, baked into the served graph
+    served = fitted.served if shift is None else ShiftedPatch(fitted.served, shift.tolist())
+    blob = export_patch(served, data.model.input.shape)
+    parity = check_parity(served, blob, data.x[j][:PARITY_ROWS])
+    baked = None if shift is None else [float(v) for v in shift]
+    return TrainedPatch(fitted, choice, blob, parity, baked)
 
 
 def _judge(
@@ -193,7 +197,7 @@ async def _register(
         calibration={"sha256": calib.sha256, "rows": len(calib), "format": calib.format},
     )
     tuning = {k: choice.at(a).as_percent() for k, a in _TUNING_POINTS.items()}
-    tuning["fair"] = choice.at(choice.alpha).as_percent()
+    tuning["fair"] = choice.chosen.as_percent()
     status = VALIDATED if verdict.passed else REJECTED
     manifest = await ctx.registry.register_version(
         name,
@@ -249,6 +253,11 @@ def _training_record(
             for fit in trained.fitted.fits
         ],
         "tuning_rows_judged_out_of_fold": len(trained.fitted.judged),
+        "class_offset": {
+            "mode": spec.class_offset,
+            "offset": list(trained.alpha.offset) if trained.alpha.offset is not None else None,
+            "baked_shift": trained.patch_shift,
+        },
         "onnx_parity_max_abs_diff": trained.parity_max_abs_diff,
     }
 

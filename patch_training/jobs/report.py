@@ -64,10 +64,17 @@ def report_dict(
         "alpha_1": _metrics(at_alpha_1),
         "alpha": {
             "chosen": choice.alpha,
+            "class_offset": list(choice.offset) if choice.offset is not None else None,
             "rule": choice.rule,
             "judged_on": f"{rows.tuning} tuning rows, each by the fold net that did not fit it",
             "curve": [
-                {"alpha": p.alpha, **p.report.as_percent(), "band": p.band} for p in choice.curve
+                {
+                    "alpha": p.alpha,
+                    "class_offset": list(p.offset) if p.offset is not None else None,
+                    **p.report.as_percent(),
+                    "band": p.band,
+                }
+                for p in choice.curve
             ],
         },
         "gate": {"passed": verdict.passed, "reason": verdict.reason},
@@ -143,17 +150,28 @@ def _group_bars(ax: Any, report: dict[str, Any]) -> None:
 
 
 def _alpha_curve(ax: Any, report: dict[str, Any]) -> None:
-    points = report["alpha"]["curve"]
-    alphas = [p["alpha"] for p in points]
-    for key, label in (
+    curve = report["alpha"]["curve"]
+    raw = [p for p in curve if p["alpha"] == 0.0][:1]
+    plain = [p for p in curve if p.get("class_offset") is None]
+    shifted = raw + [p for p in curve if p.get("class_offset") is not None]
+    variants = [(plain, "", "-")] if len(shifted) <= 1 else [(shifted, "", "-")]
+    if len(shifted) > 1 and len(plain) > 1:  # class_offset "auto": both curves, plain dashed
+        variants.append((plain, " (no offset)", "--"))
+    metrics = (
         ("worst_group_acc", "worst-group acc"),
         ("avg_group_acc", "avg-group acc"),
         ("eo_bias", "EO bias"),
-    ):
-        (line,) = ax.plot(alphas, [p[key] for p in points], marker=".", label=label)
-        low = [p["band"][key][0] for p in points]
-        high = [p["band"][key][1] for p in points]
-        ax.fill_between(alphas, low, high, color=line.get_color(), alpha=0.15)
+    )
+    for points, suffix, style in variants:
+        alphas = [p["alpha"] for p in points]
+        for i, (key, label) in enumerate(metrics):
+            color = f"C{i}"
+            ax.plot(alphas, [p[key] for p in points], style, marker=".", color=color,
+                    label=label + suffix)  # fmt: skip
+            if style == "-":
+                low = [p["band"][key][0] for p in points]
+                high = [p["band"][key][1] for p in points]
+                ax.fill_between(alphas, low, high, color=color, alpha=0.15)
     ax.axvline(report["alpha"]["chosen"], color="grey", linestyle="--", label="chosen α")
     ax.set_xlabel("α")
     ax.set_ylabel("%")

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 from torch import nn
 
-from patch_training.nets.ensemble import FoldEnsemble
+from patch_training.nets.ensemble import FoldEnsemble, ShiftedPatch
 from patch_training.nets.fit import FitConfig, FitResult, fit_to_targets, predict_log
 from patch_training.nets.tabular import TabularMLP, TabularPreprocess
 from patch_training.nets.torch_env import limit_threads, resolve_device, seed_everything
@@ -23,6 +23,7 @@ __all__ = [
     "FitResult",
     "FoldEnsemble",
     "ResNet18",
+    "ShiftedPatch",
     "SmallCNN",
     "TabularMLP",
     "TabularPreprocess",
@@ -33,6 +34,7 @@ __all__ = [
     "resolve_device",
     "seed_everything",
 ]
+
 
 def _resolve_arch(shape: tuple[int, ...], arch: Arch) -> Arch:
     """``auto`` picks by rank; any arch, picked or explicit, must fit the shape it needs."""

@@ -26,3 +26,20 @@ class FoldEnsemble(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean = torch.stack([m(x) for m in self.members]).mean(dim=0)
         return torch.log_softmax(mean, dim=-1)
+
+
+class ShiftedPatch(nn.Module):
+    """``log_softmax(log G(x) − shift)``: a patch with a per-class constant baked in.
+
+    Served at strength α it gives ``ℓ − α log G + α·shift``; with ``shift = δ/α`` that is the
+    class offset δ chosen with α (``patch_training.alpha``). Still one input ``x`` and one
+    log-softmax output, so the ONNX patch contract is unchanged.
+    """
+
+    def __init__(self, net: nn.Module, shift: Sequence[float]) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("shift", torch.tensor(list(shift), dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(self.net(x) - self.shift, dim=-1)

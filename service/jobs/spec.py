@@ -19,6 +19,7 @@ Method = Literal["eraser"]
 METHODS: tuple[Method, ...] = ("eraser",)
 Arch = Literal["auto", "mlp", "cnn", "resnet18"]
 Device = Literal["auto", "cpu", "cuda"]
+ClassOffset = Literal["auto", "raw_shares", "none"]
 DEFAULT_ALPHA_GRID = [i / 8 for i in range(17)]  # 0, 0.125, ..., 2
 
 
@@ -92,6 +93,14 @@ class TrainingJobSpec(BaseModel):
         default_factory=lambda: list(DEFAULT_ALPHA_GRID),
         min_length=1,
         description="α values to try (0 and 1 are always tried)",
+    )
+    class_offset: ClassOffset = Field(
+        default="auto",
+        description="per-class log offset δ(α) with α: 'raw_shares' keeps the raw model's "
+        "class shares of decisions on the tuning rows (the patch then moves decisions between "
+        "groups, not towards the minority class), 'none' is the plain ℓ − α log G, 'auto' lets "
+        "the α rule pick among both (EO capped by the offset curve's α = 1); baked into the "
+        "exported graph",
     )
     gate: GateConfig = GateConfig()
     activate: bool = Field(default=False, description="activate if the validation gate passes")

@@ -17,6 +17,7 @@ from patch_training.nets import (  # noqa: E402
 
 HIDDEN = (64, 64)
 
+
 def _x(shape: tuple[int, ...], n: int = 4) -> np.ndarray:
     return np.random.default_rng(0).normal(size=(n, *shape)).astype(np.float32)
 
