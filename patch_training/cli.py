@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from service.jobs.spec import METHODS, JobResult, TrainingJobSpec
+from service.jobs.spec import METHODS, JobResult, PoisonerConfig, TrainingJobSpec
 from service.settings import GatewaySettings
 
 app = typer.Typer(help="Eraser Gateway training: build debiasing patches from calibration sets.")
@@ -25,11 +25,24 @@ train_app = typer.Typer(help="Train a patch from a calibration set (one command 
 app.add_typer(train_app, name="train")
 
 SPEC = TrainingJobSpec.model_fields
+POISONER = PoisonerConfig.model_fields
 OPTION_OF = {"holdout_fraction": "--holdout"}  # spec fields whose option is named otherwise
+POISONER_OPTION_OF = {  # PoisonerConfig fields → their options on `eraser train poisoner`
+    "steps": "--steps",
+    "p": "--p",
+    "batch_size": "--fb-batch",
+    "loss": "--fb-loss",
+    "warmup_steps": "--warmup",
+    "candidates": "--candidate",
+}
 
 
 def _default(field: str) -> Any:
     return SPEC[field].get_default(call_default_factory=True)
+
+
+def _poisoner_default(field: str) -> Any:
+    return POISONER[field].get_default(call_default_factory=True)
 
 
 @app.callback()
@@ -66,20 +79,95 @@ def _train_command(method: str) -> Any:
             "activate": activate, "arch": arch, "epochs": epochs, "seed": seed,
             "device": device, "folds": folds, "holdout_fraction": holdout,
         }  # fmt: skip
-        spec = _spec(fields)
-        settings = GatewaySettings()
-        spec = asyncio.run(_store(settings, spec, calibration))
-        if enqueue:
-            typer.echo(json.dumps({"job_id": _enqueue(settings, spec)}))
-            return
-        typer.echo(_run_here(settings, spec).model_dump_json(indent=2))
+        _submit(fields, calibration, enqueue)
 
     command.__doc__ = f"{method}: query the black box, train, tune α, gate, export, register."
     return command
 
 
+def _poisoner_command() -> Any:
+    def command(
+        model: Annotated[str, typer.Option(help="gateway model name (the settings' model table)")],
+        calibration: Annotated[
+            Path,
+            typer.Option(exists=True, dir_okay=False, help="CSV, Parquet, NPZ or zip of images"),
+        ],
+        target: Annotated[str, typer.Option(help=SPEC["target"].description)],
+        bias: Annotated[
+            str | None,
+            typer.Option(
+                help="bias column, evaluation only (the gate and the report): never trained "
+                "on; without it the gate judges pseudo-groups y × f_B's class"
+            ),
+        ] = None,
+        name: Annotated[
+            str | None, typer.Option(help="patch name (default '{model}-poisoner')")
+        ] = None,
+        activate: Annotated[bool, typer.Option(help=SPEC["activate"].description)] = False,
+        enqueue: Annotated[bool, typer.Option(help="hand the job to `eraser worker`")] = False,
+        steps: Annotated[int, typer.Option(min=1, help=POISONER["steps"].description)] = (
+            _poisoner_default("steps")
+        ),
+        p: Annotated[float, typer.Option(help=POISONER["p"].description)] = _poisoner_default("p"),
+        fb_batch: Annotated[int, typer.Option(help=POISONER["batch_size"].description)] = (
+            _poisoner_default("batch_size")
+        ),
+        fb_loss: Annotated[str, typer.Option(help="poison | gce (f_B's training)")] = (
+            _poisoner_default("loss")
+        ),
+        warmup: Annotated[int, typer.Option(help=POISONER["warmup_steps"].description)] = (
+            _poisoner_default("warmup_steps")
+        ),
+        candidate: Annotated[
+            list[str] | None,
+            typer.Option(help="poisoner | poisoner-eraser; repeat for both (default: both)"),
+        ] = None,
+        arch: Annotated[str, typer.Option(help="auto | mlp | cnn | resnet18")] = _default("arch"),
+        epochs: Annotated[
+            int, typer.Option(min=1, help="most epochs of the poisoner-eraser's Eraser net")
+        ] = _default("epochs"),
+        seed: int = _default("seed"),
+        device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = _default("device"),
+        folds: Annotated[int, typer.Option(help=SPEC["folds"].description)] = _default("folds"),
+        holdout: Annotated[
+            float, typer.Option(help=SPEC["holdout_fraction"].description)
+        ] = _default("holdout_fraction"),
+    ) -> None:
+        poisoner: dict[str, Any] = {
+            "steps": steps, "p": p, "batch_size": fb_batch, "loss": fb_loss,
+            "warmup_steps": warmup,
+        }  # fmt: skip
+        if candidate:
+            poisoner["candidates"] = candidate
+        fields = {
+            "method": "poisoner", "model": model, "target": target,
+            "bias": [bias] if bias else [], "name": name, "activate": activate, "arch": arch,
+            "epochs": epochs, "seed": seed, "device": device, "folds": folds,
+            "holdout_fraction": holdout, "poisoner": poisoner,
+        }  # fmt: skip
+        _submit(fields, calibration, enqueue)
+
+    command.__doc__ = (
+        "poisoner (label-free): train the biased model f_B on x and y only, build the "
+        "tempered-f_B and pseudo-bias Eraser patches, gate both, keep the one the gate prefers."
+    )
+    return command
+
+
+def _submit(fields: dict[str, Any], calibration: Path, enqueue: bool) -> None:
+    """Validate the spec, store the calibration file, then run the job here or enqueue it."""
+    spec = _spec(fields)
+    settings = GatewaySettings()
+    spec = asyncio.run(_store(settings, spec, calibration))
+    if enqueue:
+        typer.echo(json.dumps({"job_id": _enqueue(settings, spec)}))
+        return
+    typer.echo(_run_here(settings, spec).model_dump_json(indent=2))
+
+
 for _method in METHODS:
-    train_app.command(name=_method)(_train_command(_method))
+    maker = _poisoner_command if _method == "poisoner" else lambda m=_method: _train_command(m)
+    train_app.command(name=_method)(maker())
 
 
 def _spec(fields: dict[str, Any]) -> TrainingJobSpec:
@@ -90,8 +178,13 @@ def _spec(fields: dict[str, Any]) -> TrainingJobSpec:
         return TrainingJobSpec.model_validate(fields)
     except ValidationError as exc:
         first = exc.errors()[0]
+        if not first["loc"]:  # a rule across fields (e.g. folds and candidates)
+            raise typer.BadParameter(first["msg"]) from None
         field = str(first["loc"][0])
-        option = OPTION_OF.get(field, "--" + field.replace("_", "-"))
+        if field == "poisoner" and len(first["loc"]) > 1:
+            option = POISONER_OPTION_OF.get(str(first["loc"][1]), "--" + str(first["loc"][1]))
+        else:
+            option = OPTION_OF.get(field, "--" + field.replace("_", "-"))
         raise typer.BadParameter(first["msg"], param_hint=option) from None
 
 

@@ -69,6 +69,7 @@ async def run_stored(
             spec.bias,
             settings.training.max_calibration_rows,
             filename=meta.filename,
+            bias_required=not spec.label_free,
         )
         return await run_training(spec, calib, ctx)
 

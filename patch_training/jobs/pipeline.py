@@ -8,6 +8,10 @@ The method (``patch_training.methods``) builds the net and its out-of-fold log-o
 sees a verdict row; everything else here is shared, so every kind of patch is judged, exported
 and registered the same way. The version, its verdict and its report are written in one atomic
 registry write.
+
+A label-free method (``spec.label_free``: the Poisoner) takes its own route after the query
+(``jobs.label_free``): rows split by target only, two candidate patches from one f_B training,
+each through the shared α, export and gate steps here, one registered.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +34,7 @@ from patch_training.jobs.activation import activate
 from patch_training.jobs.context import JobContext
 from patch_training.jobs.report import RowCounts, report_dict, stored_report
 from patch_training.methods import METHODS
-from patch_training.methods.base import FittedPatch, Method, MethodInput
+from patch_training.methods.base import FittedPatch, MethodInput
 from patch_training.metrics import GroupReport, group_report
 from service.calibration.dataset import CalibrationSet
 from service.eraser_math import fair_log_probs
@@ -70,30 +75,29 @@ class Judged:
     at_alpha_1: GroupReport
 
 
+@dataclass(frozen=True)
+class Extra:
+    """What a method adds to a registered version beyond the shared record (label-free jobs:
+    the candidates, the choice, f_B's curves, what the groups were)."""
+
+    report: dict[str, Any] = field(default_factory=dict)  # extra report sections
+    outcome: dict[str, Any] = field(default_factory=dict)  # extra PatchOutcome fields
+    reason: str | None = None  # the stored status reason, when not the verdict's own
+
+
 async def run_training(spec: TrainingJobSpec, calib: CalibrationSet, ctx: JobContext) -> JobResult:
     """Run the whole job for every bias column of ``spec``; see the module docstring."""
     model = ctx.model(spec.model)
-    method = METHODS[spec.method]
     timer = _Timer()
     with timer("query"):
         answers = await _query(model, calib, ctx)
     log_m = answers.log_p
-    outcomes, plan = [], None
-    for column in spec.bias:
-        b = calib.bias[column]
-        plan = plan_rows(
-            calib.y, b, spec.verdict_fraction, spec.folds, spec.holdout_fraction, spec.seed
-        )
-        t = plan.tuning
-        data = MethodInput(calib.x[t], log_m[t], calib.y[t], b[t], plan.folds, model, spec)
-        with timer("train"):
-            trained = _train(method, data, ctx)
-        with timer("verdict"):
-            judged = _judge(trained, calib, log_m, b, plan, data)
-        with timer("register"):
-            outcomes.append(
-                await _register(method, data, column, calib, plan, trained, judged, ctx)
-            )
+    if spec.label_free:
+        from patch_training.jobs.label_free import run_label_free
+
+        outcomes, plan = await run_label_free(spec, calib, log_m, model, ctx, timer)
+    else:
+        outcomes, plan = await _per_bias_column(spec, calib, log_m, model, ctx, timer)
     revision = await _activate(spec, model, outcomes, ctx) if spec.activate else None
     return JobResult(
         method=spec.method,
@@ -107,6 +111,38 @@ async def run_training(spec: TrainingJobSpec, calib: CalibrationSet, ctx: JobCon
         stack_revision=revision,
         timings_s=dict(timer),
     )
+
+
+async def _per_bias_column(
+    spec: TrainingJobSpec,
+    calib: CalibrationSet,
+    log_m: np.ndarray,
+    model: ModelConfig,
+    ctx: JobContext,
+    timer: _Timer,
+) -> tuple[list[PatchOutcome], RowPlan | None]:
+    """One patch per bias column, the method trained on that column's groups."""
+    method = METHODS[spec.method]
+    outcomes, plan = [], None
+    for column in spec.bias:
+        b = calib.bias[column]
+        plan = plan_rows(
+            calib.y, b, spec.verdict_fraction, spec.folds, spec.holdout_fraction, spec.seed
+        )
+        t = plan.tuning
+        data = MethodInput(calib.x[t], log_m[t], calib.y[t], b[t], plan.folds, model, spec)
+        with timer("train"):
+            limit_threads_for(ctx)
+            with ctx.progress.stage("train", data.epochs_budget, unit="epoch") as advance:
+                fitted = method.fit(data, on_epoch=lambda *_: advance(1))
+            trained = tune_and_export(fitted, data, b[t])
+        with timer("verdict"):
+            judged = judge_served(trained, calib, log_m, b[plan.verdict], plan, data)
+        with timer("register"):
+            outcomes.append(
+                await register(method.kind, data, column, calib, plan, trained, judged, ctx)
+            )
+    return outcomes, plan
 
 
 async def _query(model: ModelConfig, calib: CalibrationSet, ctx: JobContext) -> Answers:
@@ -128,18 +164,23 @@ async def _query(model: ModelConfig, calib: CalibrationSet, ctx: JobContext) -> 
     return answers
 
 
-def _train(method: Method, data: MethodInput, ctx: JobContext) -> TrainedPatch:
-    """The method's fit, then the shared steps that need no Redis: α, export, parity."""
-    from patch_training.export.torch_onnx import check_parity, export_patch
-    from patch_training.nets import ShiftedPatch, limit_threads
+def limit_threads_for(ctx: JobContext) -> None:
+    """PyTorch threads per job (``training.torch_threads``), before any fit."""
+    from patch_training.nets import limit_threads
 
     limit_threads(ctx.settings.training.torch_threads)
-    with ctx.progress.stage("train", data.epochs_budget, unit="epoch") as advance:
-        fitted = method.fit(data, on_epoch=lambda *_: advance(1))
+
+
+def tune_and_export(fitted: FittedPatch, data: MethodInput, groups: np.ndarray) -> TrainedPatch:
+    """The shared steps after a method's fit that need no Redis: α (and the class offset) on
+    the judged tuning rows with ``groups`` [len(tuning)] as their groups, export, parity."""
+    from patch_training.export.torch_onnx import check_parity, export_patch
+    from patch_training.nets import ShiftedPatch
+
     j, spec = fitted.judged, data.spec
     curve = alpha_curve(
-        data.log_m[j], fitted.out_of_fold[j], data.y[j], data.b[j], spec.alpha_grid, spec.gate,
-        spec.seed, spec.class_offset,
+        data.log_m[j], fitted.out_of_fold[j], data.y[j], np.asarray(groups)[j], spec.alpha_grid,
+        spec.gate, spec.seed, spec.class_offset,
     )  # fmt: skip
     choice = choose_alpha(curve, spec.gate)
     shift = choice.patch_shift  # the class offset chosen with α, baked into the served graph
@@ -150,59 +191,67 @@ def _train(method: Method, data: MethodInput, ctx: JobContext) -> TrainedPatch:
     return TrainedPatch(fitted, choice, blob, parity, baked)
 
 
-def _judge(
+def judge_served(
     trained: TrainedPatch,
     calib: CalibrationSet,
     log_m: np.ndarray,
-    b: np.ndarray,
+    b_verdict: np.ndarray,
     plan: RowPlan,
     data: MethodInput,
 ) -> Judged:
-    """The exported graph, in ONNX Runtime, on the verdict rows: what would be served."""
+    """The exported graph, in ONNX Runtime, on the verdict rows: what would be served;
+    ``b_verdict`` the verdict rows' groups (a bias column, or pseudo-groups)."""
     v, spec = plan.verdict, data.spec
     log_g = served_log_bias(trained.blob, calib.x[v], data.model)
     raw = np.argmax(log_m[v], axis=1)
     fair = np.argmax(fair_log_probs(log_m[v], [log_g], [trained.alpha.alpha]), axis=1)
     gate = spec.gate
     evidence = paired_evidence(
-        calib.y[v], b[v], raw, fair, gate.bootstrap_draws, gate.confidence, spec.seed
+        calib.y[v], b_verdict, raw, fair, gate.bootstrap_draws, gate.confidence, spec.seed
     )
     at_one = np.argmax(fair_log_probs(log_m[v], [log_g], [1.0]), axis=1)
-    return Judged(judge(evidence, gate), evidence, group_report(calib.y[v], at_one, b[v]))
+    return Judged(judge(evidence, gate), evidence, group_report(calib.y[v], at_one, b_verdict))
 
 
-async def _register(
-    method: Method,
+async def register(
+    kind: str,
     data: MethodInput,
-    column: str,
+    column: str | None,
     calib: CalibrationSet,
     plan: RowPlan,
     trained: TrainedPatch,
     judged: Judged,
     ctx: JobContext,
+    extra: Extra | None = None,
 ) -> PatchOutcome:
+    """One signed version with its report and verdict, in one atomic registry write."""
+    extra = extra or Extra()
     spec, model, choice, verdict = data.spec, data.model, trained.alpha, judged.verdict
     name = spec.patch_name(column)
     training = _training_record(spec, column, trained, ctx)
     rows = RowCounts(len(calib), len(plan.tuning), len(plan.verdict), len(plan.folds))
-    report = report_dict(
-        patch=name,
-        bias=column,
-        choice=choice,
-        verdict=verdict,
-        evidence=judged.evidence,
-        at_alpha_1=judged.at_alpha_1,
-        rows=rows,
-        training=training,
-        calibration={"sha256": calib.sha256, "rows": len(calib), "format": calib.format},
+    report = (
+        report_dict(
+            patch=name,
+            bias=column,
+            choice=choice,
+            verdict=verdict,
+            evidence=judged.evidence,
+            at_alpha_1=judged.at_alpha_1,
+            rows=rows,
+            training=training,
+            calibration={"sha256": calib.sha256, "rows": len(calib), "format": calib.format},
+        )
+        | extra.report
     )
+    reason = extra.reason or verdict.reason
     tuning = {k: choice.at(a).as_percent() for k, a in _TUNING_POINTS.items()}
     tuning["fair"] = choice.chosen.as_percent()
     status = VALIDATED if verdict.passed else REJECTED
     manifest = await ctx.registry.register_version(
         name,
         PatchSpec(
-            kind=method.kind,
+            kind=kind,
             model=model.name,
             classes=list(model.classes),
             input_shape=list(model.input.shape),
@@ -212,21 +261,23 @@ async def _register(
             validation_metrics={"verdict": report["verdict"], "tuning": tuning},
         ),
         trained.blob,
-        status=VersionStatus(status=status, reason=verdict.reason),
+        status=VersionStatus(status=status, reason=reason),
         report=stored_report(report),
         job_id=ctx.job_id,
     )
-    log.info("registered %s v%d: %s (%s)", name, manifest.version, status, verdict.reason)
+    log.info("registered %s v%d: %s (%s)", name, manifest.version, status, reason)
     return PatchOutcome(
         name=name,
         version=manifest.version,
         bias=column,
+        kind=kind,
         status=status,
-        reason=verdict.reason,
+        reason=reason,
         alpha=choice.alpha,
         evidence=judged.evidence,
         rows_per_group_needed=verdict.rows_per_group_needed,
         tuning=tuning,
+        **extra.outcome,
     )
 
 
@@ -234,7 +285,7 @@ _TUNING_POINTS = {"raw": 0.0, "alpha_1": 1.0}  # and "fair": the chosen α
 
 
 def _training_record(
-    spec: TrainingJobSpec, column: str, trained: TrainedPatch, ctx: JobContext
+    spec: TrainingJobSpec, column: str | None, trained: TrainedPatch, ctx: JobContext
 ) -> dict[str, object]:
     """What the signed manifest says about how the patch was made (enough to rebuild it)."""
     return {

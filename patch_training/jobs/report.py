@@ -35,7 +35,7 @@ def _metrics(report: GroupReport) -> dict[str, Any]:
 def report_dict(
     *,
     patch: str,
-    bias: str,
+    bias: str | None,
     choice: AlphaChoice,
     verdict: Verdict,
     evidence: Evidence,
@@ -108,17 +108,27 @@ def _point(evidence: Evidence, stage: str) -> dict[str, Any]:
 
 def render_png(report: dict[str, Any]) -> bytes:
     """Two panels: per-group accuracy raw vs fair with error bars, and the α curve with its
-    bands (headless backend)."""
+    bands (headless backend). A label-free report (``label_free``) adds f_B's training loss
+    and the share of poisoned labels per pass over the rows, one line per fold."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
-    bars, curve = fig.subplots(1, 2)
+    label_free = report.get("label_free")
+    if label_free is None:
+        fig = Figure(figsize=(11, 4.2), layout="constrained")
+        bars, curve = fig.subplots(1, 2)
+    else:
+        fig = Figure(figsize=(11, 8.4), layout="constrained")
+        (bars, curve), (loss, poisoned) = fig.subplots(2, 2)
+        _biased_curves(loss, poisoned, label_free)
     _group_bars(bars, report)
     _alpha_curve(curve, report)
-    fig.suptitle(f"{report['patch']} (bias: {report['bias']}): {_verdict_line(report)}")
+    groups = f"bias: {report['bias']}" if report["bias"] is not None else "pseudo-groups y × f_B"
+    if label_free is not None and report["bias"] is not None:
+        groups += ", evaluation only"
+    fig.suptitle(f"{report['patch']} ({groups}): {_verdict_line(report)}")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     return buf.getvalue()
@@ -126,7 +136,28 @@ def render_png(report: dict[str, Any]) -> bytes:
 
 def _verdict_line(report: dict[str, Any]) -> str:
     verdict = report["verdict"]
-    return f"{'validated' if verdict['passed'] else 'rejected'} on {verdict['rows']} verdict rows"
+    line = f"{'validated' if verdict['passed'] else 'rejected'} on {verdict['rows']} verdict rows"
+    if "label_free" in report:
+        line += f"; kept {report['label_free']['kept']}"
+    return line
+
+
+def _biased_curves(loss: Any, poisoned: Any, section: dict[str, Any]) -> None:
+    """f_B's training loss and its share of poisoned labels, per pass, one line per fold."""
+    for i, fold in enumerate(section["biased_model"]["folds"]):
+        loss.plot(fold["step"], fold["loss"], marker=".", label=f"fold {i}")
+        poisoned.plot(
+            fold["step"], [100 * v for v in fold["poisoned_share"]], marker=".", label=f"fold {i}"
+        )
+    name = section["biased_model"]["loss"]
+    loss.set_xlabel("step")
+    loss.set_ylabel("mean training loss")
+    loss.set_title(f"f_B training ({name}), per pass over the rows")
+    poisoned.set_xlabel("step")
+    poisoned.set_ylabel("% of rows")
+    poisoned.set_title("labels poisoned (differ from y), per pass")
+    for ax in (loss, poisoned):
+        ax.legend(fontsize=8)
 
 
 def _group_bars(ax: Any, report: dict[str, Any]) -> None:
@@ -145,7 +176,8 @@ def _group_bars(ax: Any, report: dict[str, Any]) -> None:
         ax.bar([x + offset for x in xs], estimates, width=0.4, yerr=errors, capsize=3, label=label)
     ax.set_xticks(list(xs), names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("accuracy (%)")
-    ax.set_title("group accuracy on the verdict rows (interval bars)")
+    kind = "group" if report["bias"] is not None else "pseudo-group (y × f_B class)"
+    ax.set_title(f"{kind} accuracy on the verdict rows (interval bars)")
     ax.legend()
 
 

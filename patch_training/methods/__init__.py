@@ -8,5 +8,9 @@ from __future__ import annotations
 
 from patch_training.methods.base import Method
 from patch_training.methods.eraser import Eraser
+from patch_training.methods.poisoner import Poisoner
 
-METHODS: dict[str, Method] = {"eraser": Eraser()}
+METHODS: dict[str, Method] = {"eraser": Eraser(), "poisoner": Poisoner()}
+"""``poisoner`` (label-free) builds two candidate patches from one f_B training — its own kind
+and ``poisoner-eraser`` — and the job keeps the one its gate prefers
+(``patch_training.jobs.label_free``)."""

@@ -29,12 +29,15 @@ EpochHook = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class MethodInput:
-    """One bias column's calibration rows, the black box's answers on them, and the folds."""
+    """One bias column's calibration rows, the black box's answers on them, and the folds.
+
+    ``b`` is None for a label-free method (``TrainingJobSpec.label_free``): its training never
+    reads a bias column, even when the job has one for evaluation."""
 
     x: np.ndarray  # float32 [N, *input_shape]: exactly what the black box was sent
     log_m: np.ndarray  # float64 [N, K]: the black box's log-probabilities
     y: np.ndarray  # int64 [N]: target class indices
-    b: np.ndarray  # str [N]: bias group of each row
+    b: np.ndarray | None  # str [N]: bias group of each row; None: label-free
     folds: Sequence[Fold]
     model: ModelConfig
     spec: TrainingJobSpec

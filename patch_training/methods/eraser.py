@@ -56,6 +56,8 @@ def _fit_fold(
     part's group means, so no held-out label leaks into training."""
     from patch_training.nets import FitConfig, build_patch_net, fit_to_targets, seed_everything
 
+    if data.b is None:
+        raise ValueError("the Eraser needs a bias column (or a pseudo bias label) for every row")
     fit, val = fold.fit, fold.val
     reference = (data.log_m[fit], data.y[fit], data.b[fit])
     t_fit = distillation_targets(*reference)

@@ -29,6 +29,12 @@ def check_upload(
             f"calibration file is {len(data)} bytes; the limit is {training.max_calibration_mb} MB"
         )
     calib = load_calibration(
-        data, model, spec.target, spec.bias, training.max_calibration_rows, filename=filename
+        data,
+        model,
+        spec.target,
+        spec.bias,
+        training.max_calibration_rows,
+        filename=filename,
+        bias_required=not spec.label_free,
     )
     return calib, describe(calib, model, spec.target, filename, len(data))

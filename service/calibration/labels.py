@@ -18,9 +18,12 @@ from service.settings import ModelConfig
 MAX_LISTED = 5  # values quoted in one error message
 
 
-def check_selection(model: ModelConfig, target: str, bias: Sequence[str]) -> None:
-    """Refuse a target/bias choice that cannot train a patch, before the file is even read."""
-    if not bias:
+def check_selection(
+    model: ModelConfig, target: str, bias: Sequence[str], bias_required: bool = True
+) -> None:
+    """Refuse a target/bias choice that cannot train a patch, before the file is even read.
+    ``bias_required=False`` (label-free methods): no bias column is fine."""
+    if not bias and bias_required:
         raise InvalidCalibrationSet("at least one bias column is required")
     if len(set(bias)) != len(bias):
         raise InvalidCalibrationSet(f"bias columns are listed more than once: {list(bias)}")

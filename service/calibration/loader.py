@@ -38,10 +38,13 @@ def load_calibration(
     bias: Sequence[str],
     max_rows: int,
     filename: str | None = None,
+    bias_required: bool = True,
 ) -> CalibrationSet:
-    """Parse and validate an upload for ``model``; raises InvalidCalibrationSet on bad input."""
+    """Parse and validate an upload for ``model``; raises InvalidCalibrationSet on bad input.
+    ``bias_required=False``: a set with x and the target only is accepted (label-free methods;
+    the file must then have exactly the features and the target)."""
     bias = [bias] if isinstance(bias, str) else list(bias)
-    check_selection(model, target, bias)
+    check_selection(model, target, bias, bias_required)
     fmt = detect_format(data, filename)
     parsed = READERS[fmt](data, model, [target, *bias], max_rows)
     y = target_indices(target, label_strings(target, parsed.labels[target]), model.classes)

@@ -20,7 +20,7 @@ class CalibrationMeta(BaseModel):
     rows: int = Field(ge=1)
     size_bytes: int = Field(ge=1)
     target: str
-    bias: list[str] = Field(min_length=1)
+    bias: list[str] = Field(description="bias columns (none for a label-free job's set)")
     model: str
     created_at: datetime
     class_counts: dict[str, int] = Field(description="rows per model class name (zeros kept)")

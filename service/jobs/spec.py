@@ -11,12 +11,14 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from service.registry.models import NAME_PATTERN
 
-Method = Literal["eraser"]
-METHODS: tuple[Method, ...] = ("eraser",)
+Method = Literal["eraser", "poisoner"]
+METHODS: tuple[Method, ...] = ("eraser", "poisoner")
+LABEL_FREE_METHODS: tuple[Method, ...] = ("poisoner",)  # bias columns for evaluation only
+PoisonerCandidate = Literal["poisoner", "poisoner-eraser"]
 Arch = Literal["auto", "mlp", "cnn", "resnet18"]
 Device = Literal["auto", "cpu", "cuda"]
 ClassOffset = Literal["auto", "raw_shares", "none"]
@@ -48,6 +50,47 @@ class GateConfig(BaseModel):
     bootstrap_draws: int = Field(default=2000, ge=100, le=100_000, description="resamples")
 
 
+class PoisonerConfig(BaseModel):
+    """The Poisoner's biased model f_B (``method: "poisoner"``; docs/poisoner.md): trained on
+    x and y only, by guided label poisoning (Alg. 1), then served as a patch two ways."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(default=1500, ge=1, le=1_000_000, description="f_B training steps per fold")
+    batch_size: int = Field(
+        default=64, ge=2, le=65_536, description="class-balanced mini-batch (by target)"
+    )
+    p: float = Field(
+        default=10.0,
+        gt=0,
+        lt=100,
+        description="percent of each batch flagged bias-conflicting and poisoned (paper: 5-20)",
+    )
+    lr: float = Field(default=1e-3, gt=0, description="Adam learning rate")
+    loss: Literal["poison", "gce"] = Field(
+        default="poison",
+        description="'poison': guided label poisoning (Alg. 1); 'gce': generalized "
+        "cross-entropy on the clean labels, no poisoning (the ablation)",
+    )
+    warmup_steps: int = Field(
+        default=0, ge=0, description="plain cross-entropy steps before poisoning starts"
+    )
+    candidates: list[PoisonerCandidate] = Field(
+        default_factory=lambda: ["poisoner", "poisoner-eraser"],
+        min_length=1,
+        description="serving modes built from the one f_B training and judged by the gate: "
+        "'poisoner' (tempered log f_B), 'poisoner-eraser' (the Eraser on f_B's predicted "
+        "class as a pseudo bias label); the job keeps the one its gate prefers",
+    )
+
+    @field_validator("candidates")
+    @classmethod
+    def _distinct(cls, value: list[PoisonerCandidate]) -> list[PoisonerCandidate]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"candidates are listed more than once: {value}")
+        return value
+
+
 class TrainingJobSpec(BaseModel):
     """A patch-training job: one patch per bias column, stacked when activated."""
 
@@ -56,7 +99,11 @@ class TrainingJobSpec(BaseModel):
     method: Method = Field(default="eraser", description="how the patch is built")
     model: str = Field(description="gateway model name whose black box is debiased")
     target: str = Field(description="target column (class names or indices 0..K-1)")
-    bias: list[str] = Field(min_length=1, description="bias columns; one patch each")
+    bias: list[str] = Field(
+        default_factory=list,
+        description="bias columns; one patch each (eraser: at least one). method 'poisoner': "
+        "optional, at most one, used only to evaluate (gate and report), never to train",
+    )
     name: str | None = Field(
         default=None, pattern=NAME_PATTERN, description="patch name (default '{model}-{bias}')"
     )
@@ -103,12 +150,37 @@ class TrainingJobSpec(BaseModel):
         "exported graph",
     )
     gate: GateConfig = GateConfig()
+    poisoner: PoisonerConfig = Field(
+        default_factory=PoisonerConfig, description="method 'poisoner' only: f_B and its modes"
+    )
     activate: bool = Field(default=False, description="activate if the validation gate passes")
 
     @field_validator("bias", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _bias_columns_for_the_method(self) -> TrainingJobSpec:
+        if self.method not in LABEL_FREE_METHODS and not self.bias:
+            raise ValueError(f"method {self.method!r} needs at least one bias column")
+        if self.label_free:
+            if len(self.bias) > 1:
+                raise ValueError(
+                    f"method {self.method!r} takes at most one bias column (evaluation only), "
+                    f"got {self.bias}"
+                )
+            if self.folds < 2 and "poisoner-eraser" in self.poisoner.candidates:
+                raise ValueError(
+                    "the 'poisoner-eraser' candidate needs cross-fitting (folds >= 2): every "
+                    "row's pseudo bias label comes from an f_B that did not see it"
+                )
+        return self
+
+    @property
+    def label_free(self) -> bool:
+        """The method trains on x and y only; bias columns are evaluation only (optional)."""
+        return self.method in LABEL_FREE_METHODS
 
     @field_validator("alpha_grid")
     @classmethod
@@ -117,10 +189,13 @@ class TrainingJobSpec(BaseModel):
             raise ValueError("every α must be in [0, 10], the range a stack accepts")
         return grid
 
-    def patch_name(self, bias_column: str) -> str:
-        """The registry name of the patch for ``bias_column``."""
-        if self.name and len(self.bias) == 1:
+    def patch_name(self, bias_column: str | None) -> str:
+        """The registry name of the patch for ``bias_column``; a label-free job builds one
+        patch, ``{model}-{method}`` by default, whether or not a column evaluates it."""
+        if self.name and (len(self.bias) <= 1 or self.label_free):
             return self.name
+        if self.label_free or bias_column is None:
+            return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{self.model}-{self.method}")[:64]
         base = f"{self.name or self.model}-{bias_column}"
         return re.sub(r"[^A-Za-z0-9_.-]", "_", base)[:64]
 
@@ -151,12 +226,29 @@ class Evidence(BaseModel):
     )
 
 
+class Candidate(BaseModel):
+    """A patch a job built and judged but may not have kept (method 'poisoner')."""
+
+    kind: str
+    status: Literal["validated", "rejected"]
+    reason: str
+    alpha: float
+    fair: dict[str, float] = Field(description="estimates on the verdict rows at α, percent")
+    kept: bool = False
+
+
 class PatchOutcome(BaseModel):
     """One registered patch version and the gate's verdict on it."""
 
     name: str
     version: int
-    bias: str
+    bias: str | None = Field(description="the bias column judged on; None: pseudo-groups")
+    kind: str | None = Field(default=None, description="the registered version's kind")
+    groups: str | None = Field(
+        default=None,
+        description="what the gate's groups were, when not a bias column the method trained "
+        "on (label-free methods: the bias column for evaluation only, or pseudo-groups)",
+    )
     status: Literal["validated", "rejected"]
     reason: str
     alpha: float
@@ -168,6 +260,10 @@ class PatchOutcome(BaseModel):
     tuning: dict[str, dict[str, float]] = Field(
         description="raw / fair / alpha_1 metrics on the tuning rows, out of fold (what chose α)"
     )
+    candidates: list[Candidate] = Field(
+        default_factory=list, description="label-free methods: every patch built and judged"
+    )
+    choice: str | None = Field(default=None, description="why this candidate was kept")
 
 
 class JobResult(BaseModel):

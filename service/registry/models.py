@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.patch_contract import PATCH_INPUT
 
-PatchKind = Literal["eraser", "poisoner", "fmd", "custom"]
+PatchKind = Literal["eraser", "poisoner", "poisoner-eraser", "fmd", "custom"]
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 STATUS_RE = re.compile(r"^[a-z][a-z_]{0,31}$")
 VALIDATED, REJECTED = "validated", "rejected"

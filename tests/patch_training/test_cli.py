@@ -113,3 +113,33 @@ def test_enqueue_hands_the_job_to_the_queue(
         assert view.state == "queued" and view.method == "eraser"
     finally:
         remove_queue(settings)
+
+
+def train_poisoner(calib: Path, *extra: str) -> object:
+    args = ["train", "poisoner", "--model", "compas", "--calibration", str(calib)]
+    args += ["--target", "two_year_recid", "--steps", "40", "--fb-batch", "32", *extra]
+    return CliRunner().invoke(app, [*args, "--epochs", "10"])
+
+
+def test_train_poisoner_takes_its_knobs_and_names_a_bad_one(env: Path) -> None:
+    help_text = CliRunner().invoke(app, ["train", "poisoner", "--help"]).output
+    assert "evaluation only" in help_text and "--steps" in help_text
+    result = train_poisoner(env, "--p", "150")
+    assert result.exit_code == 2 and "--p" in result.output
+    result = train_poisoner(env, "--fb-loss", "ce")
+    assert result.exit_code == 2 and "--fb-loss" in result.output
+    result = train_poisoner(env, "--candidate", "poisoner-eraser", "--folds", "1")
+    assert result.exit_code == 2 and "cross-fitting" in result.output
+
+
+@pytest.mark.slow
+def test_train_poisoner_with_an_evaluation_only_bias_column(
+    env: Path, redis_client: object, key_prefix: str
+) -> None:
+    result = train_poisoner(env, "--bias", "race", "--candidate", "poisoner")
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    [patch] = answer["patches"]
+    assert answer["method"] == "poisoner" and patch["name"] == "compas-poisoner"
+    assert patch["bias"] == "race" and patch["kind"] == "poisoner"
+    assert "evaluation only" in patch["groups"]

@@ -18,3 +18,16 @@ def test_a_result_stored_before_cache_entries_were_authenticated_still_parses() 
     }
     result = JobResult.model_validate(old)
     assert result.cache_entry_refused is None and result.cached_outputs
+
+
+def test_a_patch_outcome_stored_before_label_free_jobs_still_parses() -> None:
+    from service.jobs.spec import PatchOutcome
+
+    interval = {"estimate": 1.0, "low": 0.0, "high": 2.0}
+    evidence = {"rows": 3, "confidence": 0.9, "draws": 100, "raw": {"eo_bias": interval},
+                "fair": {"eo_bias": interval}, "change": {"eo_bias": interval}, "groups": {},
+                "group_rows": {}}  # fmt: skip
+    old = {"name": "p", "version": 1, "bias": "race", "status": "validated", "reason": "ok",
+           "alpha": 1.0, "evidence": evidence, "tuning": {}}  # fmt: skip
+    outcome = PatchOutcome.model_validate(old)
+    assert outcome.kind is None and outcome.candidates == [] and outcome.choice is None
