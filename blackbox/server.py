@@ -5,6 +5,11 @@ sits in front of, so the gateway's OIP adapter is exercised against a real HTTP 
 hot path is deliberately thin: raw body → orjson → numpy → orjson, no pydantic model for the data
 array (validating 10^4 floats through pydantic would dominate latency in benchmarks).
 
+Like Triton, it speaks the binary tensor data extension: an input with
+``parameters.binary_data_size`` follows the JSON header (``Inference-Header-Content-Length``),
+and an output asked for with ``parameters.binary_data`` (or ``binary_data_output``) comes back
+as raw little-endian bytes after the answer's JSON header. Numeric datatypes only.
+
 One process can serve several models by name (``/v2/models/{name}``), as a Triton or MLServer
 model repository does: the numpy COMPAS MLP and/or ONNX models (``blackbox.onnx_model``) that the
 quality benchmark trains with PyTorch and exports. This module never imports torch.
@@ -31,10 +36,14 @@ from blackbox.model import MlpWeights, train_compas_mlp
 OUTPUT_NAMES: tuple[str, ...] = ("logits", "probabilities")
 DEFAULT_OUTPUTS: tuple[str, ...] = ("logits",)
 INPUT_NAME = "x"
-_NUMERIC_DATATYPES = frozenset(
-    {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64"}
-    | {"UINT8", "UINT16", "UINT32", "UINT64"}
-)
+HEADER_LENGTH = "Inference-Header-Content-Length"
+_DTYPES = {
+    name: np.dtype(code)
+    for name, code in {"FP16": "<f2", "FP32": "<f4", "FP64": "<f8", "INT8": "<i1"}.items()
+    | {"INT16": "<i2", "INT32": "<i4", "INT64": "<i8", "UINT8": "<u1"}.items()
+    | {"UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8"}.items()
+}
+_NUMERIC_DATATYPES = frozenset(_DTYPES)
 _OPTS = orjson.OPT_SERIALIZE_NUMPY
 
 
@@ -71,11 +80,14 @@ def _json(payload: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(payload, option=_OPTS), status, media_type="application/json")
 
 
-def _parse_input(body: Any, input_shape: tuple[int, ...] | int) -> np.ndarray:
+def _parse_input(
+    body: Any, input_shape: tuple[int, ...] | int, binary: bytes | None = None
+) -> np.ndarray:
     """Validate the single input tensor and return it as float32 [N, *input_shape].
 
     ``input_shape`` is one row's shape: ``(F,)`` for a tabular model (an int F is accepted as
-    before), e.g. ``(3, 28, 28)`` for an image model.
+    before), e.g. ``(3, 28, 28)`` for an image model. ``binary``: what followed the JSON
+    header of a binary tensor data request (None: the request had no such header).
     """
     row = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
     if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
@@ -83,7 +95,9 @@ def _parse_input(body: Any, input_shape: tuple[int, ...] | int) -> np.ndarray:
     if len(body["inputs"]) != 1:
         raise InferError(f"expected exactly 1 input tensor, got {len(body['inputs'])}")
     tensor = body["inputs"][0]
-    if not isinstance(tensor, dict) or not {"shape", "datatype", "data"} <= tensor.keys():
+    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    needed = {"shape", "datatype"} if size is not None else {"shape", "datatype", "data"}
+    if not isinstance(tensor, dict) or not needed <= tensor.keys():
         raise InferError("input tensor needs 'name', 'shape', 'datatype' and 'data'")
     shape, datatype = tensor["shape"], tensor["datatype"]
     if datatype not in _NUMERIC_DATATYPES:
@@ -92,6 +106,8 @@ def _parse_input(body: Any, input_shape: tuple[int, ...] | int) -> np.ndarray:
     if not ok_shape or len(shape) != len(row) + 1 or tuple(shape[1:]) != row:
         want = ", ".join(str(d) for d in row)
         raise InferError(f"input shape must be [N, {want}], got {shape}")
+    if size is not None:
+        return _binary_input(binary, size, shape, _DTYPES[datatype])
     try:
         arr = np.asarray(tensor["data"], dtype=np.float32)
     except (TypeError, ValueError) as exc:
@@ -100,6 +116,52 @@ def _parse_input(body: Any, input_shape: tuple[int, ...] | int) -> np.ndarray:
     if arr.size != expected:
         raise InferError(f"input data has {arr.size} elements, shape {shape} needs {expected}")
     return arr.reshape(shape)
+
+
+def _binary_input(binary: bytes | None, size: Any, shape: list[int], dtype: np.dtype) -> np.ndarray:
+    if binary is None:
+        raise InferError(f"binary_data_size without an {HEADER_LENGTH} header")
+    if size != len(binary) or size != math.prod(shape) * dtype.itemsize:
+        raise InferError(f"binary_data_size {size!r:.20} does not fit shape {shape} or the body")
+    return np.frombuffer(binary, dtype=dtype).astype(np.float32).reshape(shape)
+
+
+def _split(body: bytes, header: str | None) -> tuple[bytes, bytes | None]:
+    """(JSON, binary data) of a request; without the header the whole body is JSON."""
+    if header is None:
+        return body, None
+    if not header.isdigit() or int(header) > len(body):
+        raise InferError(f"invalid {HEADER_LENGTH} {header!r:.20}")
+    return body[: int(header)], body[int(header) :]
+
+
+def _binary_outputs(body: dict[str, Any], names: list[str]) -> list[bool]:
+    """Per requested output, whether it goes back as binary data."""
+    default = (body.get("parameters") or {}).get("binary_data_output") is True
+    wanted = {o.get("name"): o.get("parameters") or {} for o in body.get("outputs") or []}
+    return [wanted.get(n, {}).get("binary_data", default) is True for n in names]
+
+
+def _answer(out: dict[str, Any], names: list[str], values: dict, binary: list[bool]) -> Response:
+    """The answer, JSON or a JSON header followed by the binary outputs' bytes."""
+    blobs = []
+    out["outputs"] = []
+    for name, as_binary in zip(names, binary, strict=True):
+        if not as_binary:
+            out["outputs"].append(_tensor(name, values[name]))
+            continue
+        blob = np.ascontiguousarray(values[name], dtype="<f4").tobytes()
+        blobs.append(blob)
+        out["outputs"].append(
+            {"name": name, "shape": list(values[name].shape), "datatype": "FP32"}
+            | {"parameters": {"binary_data_size": len(blob)}}
+        )
+    if not blobs:
+        return _json(out)
+    header = orjson.dumps(out, option=_OPTS)
+    headers = {HEADER_LENGTH: str(len(header))}
+    return Response(b"".join([header, *blobs]), media_type="application/octet-stream",
+                    headers=headers)  # fmt: skip
 
 
 def _requested_outputs(body: dict[str, Any]) -> list[str]:
@@ -181,7 +243,7 @@ def create_app(
 
     @app.get("/v2")
     async def server_metadata() -> Response:
-        return _json({"name": "blackbox", "version": "1", "extensions": []})
+        return _json({"name": "blackbox", "version": "1", "extensions": ["binary_tensor_data"]})
 
     @app.get("/v2/health/live")
     async def live() -> Response:
@@ -202,11 +264,12 @@ def create_app(
 
     async def _infer(model_name: str, request: Request) -> Response:
         entry = _entry(model_name)
+        document, binary = _split(await request.body(), request.headers.get(HEADER_LENGTH))
         try:
-            body = orjson.loads(await request.body())
+            body = orjson.loads(document)
         except orjson.JSONDecodeError as exc:
             raise InferError(f"invalid JSON: {exc}") from None
-        x = _parse_input(body, entry.input_shape)
+        x = _parse_input(body, entry.input_shape, binary)
         names = _requested_outputs(body)
         if delay_s:
             await asyncio.sleep(delay_s)
@@ -217,8 +280,7 @@ def create_app(
         out: dict[str, Any] = {"model_name": model_name, "model_version": version}
         if "id" in body:
             out["id"] = body["id"]
-        out["outputs"] = [_tensor(n, values[n]) for n in names]
-        return _json(out)
+        return _answer(out, names, values, _binary_outputs(body, names))
 
     app.add_api_route("/v2/models/{model_name}/infer", _infer, methods=["POST"])
     app.add_api_route(

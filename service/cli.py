@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 
 import typer
 
@@ -36,9 +37,18 @@ def serve(
     workers: int = typer.Option(
         1, min=1, help="processes; one event loop each (about one per core)"
     ),
+    grpc_port: int | None = typer.Option(
+        None,
+        min=0,
+        max=65535,
+        help="also serve OIP v2 over gRPC on this port (Triton's is 8001), on the same event "
+        "loop; default: the grpc.port setting, unset: no gRPC",
+    ),
 ) -> None:
     """Run the gateway (settings from ERASER_* variables and ERASER_CONFIG_FILE / eraser.yaml)."""
     import uvicorn
+
+    _configure_grpc(host, grpc_port)
 
     uvicorn.run(
         "service.api.app:app_from_environment",
@@ -51,6 +61,19 @@ def serve(
         http="httptools",
         access_log=False,
     )
+
+
+def _configure_grpc(host: str, port: int | None) -> None:
+    """Hand ``--grpc-port`` and, unless ``grpc.host`` is set, ``--host`` to the app factory of
+    every worker through the environment (they are the settings ``ERASER_GRPC__PORT`` and
+    ``ERASER_GRPC__HOST``; workers inherit it)."""
+    from service.settings import GatewaySettings
+
+    if port is not None:
+        os.environ["ERASER_GRPC__PORT"] = str(port)
+    settings = GatewaySettings()
+    if settings.grpc.port is not None and settings.grpc.host is None:
+        os.environ["ERASER_GRPC__HOST"] = host
 
 
 def _log_config() -> dict:

@@ -106,12 +106,26 @@ def decode_inputs(tensors: Sequence[Tensor], binary: memoryview, has_header: boo
     return arrays
 
 
-def _shape(t: Tensor) -> list[int]:
+def decode_raw(t: Tensor, data: bytes | memoryview, what: str = "input") -> Any:
+    """One tensor from its raw bytes in the layout above, all of ``data``: a gRPC
+    ``raw_input_contents`` entry, or a binary output of an upstream's answer (``what`` names
+    the tensor's role in messages)."""
+    return _from_bytes(t, _shape(t, what), memoryview(data), what)
+
+
+def raw_bytes(out: Output) -> bytes:
+    """An output's values in the binary layout (a binary output, gRPC ``raw_output_contents``)."""
+    return np.ascontiguousarray(out.values, dtype=NUMERIC[out.datatype]).tobytes()
+
+
+def _shape(t: Tensor, what: str = "input") -> list[int]:
     if any(d < 0 for d in t.shape):
-        raise InvalidTensor(f"input {t.name!r} has a negative dimension in shape {t.shape}")
+        raise InvalidTensor(f"{what} {t.name!r} has a negative dimension in shape {t.shape}")
     if t.datatype != BYTES and t.datatype not in NUMERIC:
         known = [*NUMERIC, BYTES]
-        raise InvalidTensor(f"input {t.name!r} has unknown datatype {t.datatype!r}; one of {known}")
+        raise InvalidTensor(
+            f"{what} {t.name!r} has unknown datatype {t.datatype!r}; one of {known}"
+        )
     return t.shape
 
 
@@ -126,46 +140,45 @@ def _binary_size(t: Tensor) -> int | None:
     return value
 
 
-def _from_bytes(t: Tensor, shape: list[int], data: memoryview) -> Any:
+def _from_bytes(t: Tensor, shape: list[int], data: memoryview, what: str = "input") -> Any:
     count = math.prod(shape)
     if t.datatype == BYTES:
-        return _split_bytes(t.name, data, count).reshape(shape)
+        return _split_bytes(f"{what} {t.name!r}", data, count).reshape(shape)
     dtype = NUMERIC[t.datatype]
     needed = count * dtype.itemsize
     if len(data) != needed:
         raise InvalidTensor(
-            f"input {t.name!r}: binary_data_size {len(data)} but shape {shape} of {t.datatype} "
-            f"is {needed} bytes"
+            f"{what} {t.name!r}: {len(data)} bytes of binary data but shape {shape} of "
+            f"{t.datatype} is {needed} bytes"
         )
     if t.datatype == "BOOL":
         raw = np.frombuffer(data, dtype=np.uint8)
         if (raw > 1).any():
-            raise InvalidTensor(f"input {t.name!r}: BOOL bytes must be 0 or 1")
+            raise InvalidTensor(f"{what} {t.name!r}: BOOL bytes must be 0 or 1")
         return raw.astype(np.bool_).reshape(shape)
     return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 
 def _split_bytes(name: str, data: memoryview, count: int) -> np.ndarray:
     """BYTES elements: each a 4-byte little-endian length and that many bytes, exactly filling
-    ``data`` with ``count`` elements."""
+    ``data`` with ``count`` elements. ``name`` says which tensor, e.g. ``input 'tag'``."""
     elements = []
     offset = 0
     while offset < len(data):
         if len(data) - offset < _BYTES_PREFIX:
-            raise InvalidTensor(f"input {name!r}: BYTES element {len(elements)} is cut short")
+            raise InvalidTensor(f"{name}: BYTES element {len(elements)} is cut short")
         size = int.from_bytes(data[offset : offset + _BYTES_PREFIX], "little")
         offset += _BYTES_PREFIX
         if size > len(data) - offset:
             raise InvalidTensor(
-                f"input {name!r}: BYTES element {len(elements)} of {size} bytes runs past its "
-                "binary data"
+                f"{name}: BYTES element {len(elements)} of {size} bytes runs past its binary data"
             )
         elements.append(bytes(data[offset : offset + size]))
         offset += size
         if len(elements) > count:
             break
     if len(elements) != count:
-        raise InvalidTensor(f"input {name!r}: {len(elements)} BYTES elements, shape needs {count}")
+        raise InvalidTensor(f"{name}: {len(elements)} BYTES elements, shape needs {count}")
     array = np.empty(count, dtype=object)
     array[:] = elements
     return array

@@ -102,6 +102,12 @@ class UpstreamConfig(BaseModel):
         description="OIP v2 output tensor to read and to request (e.g. MLServer's "
         "predict_proba); the first one if unset",
     )
+    binary_data: bool = Field(
+        default=False,
+        description="v2 only: send the input as binary tensor data (Inference-Header-Content-"
+        "Length, Triton's extension) and ask for the output as binary data; for upstreams that "
+        "support it (Triton, KServe), it saves the JSON encoding of every value both ways",
+    )
     request_template: dict[str, Any] | None = Field(
         default=None,
         description='generic protocol: JSON body with the string "$instances" where rows go',
@@ -151,6 +157,12 @@ class UpstreamConfig(BaseModel):
         generic = self.protocol is WireProtocol.GENERIC
         if generic and not (self.request_template and self.response_path):
             raise ValueError("generic protocol needs request_template and response_path")
+        return self
+
+    @model_validator(mode="after")
+    def _binary_data_is_oip_v2(self) -> UpstreamConfig:
+        if self.binary_data and self.protocol is not WireProtocol.OIP_V2:
+            raise ValueError(f"binary_data is an OIP v2 extension; protocol is {self.protocol}")
         return self
 
     @model_validator(mode="after")
@@ -321,7 +333,8 @@ class LimitSettings(BaseModel):
     predict_body_mb: float = Field(
         default=16,
         gt=0,
-        description="largest body of POST /predict and POST /v2/models/{m}/infer, in MiB",
+        description="largest body of POST /predict and POST /v2/models/{m}/infer, and largest "
+        "gRPC ModelInfer message, in MiB",
     )
     json_body_mb: float = Field(
         default=1, gt=0, description="largest body of every other route that takes JSON, in MiB"
@@ -331,6 +344,26 @@ class LimitSettings(BaseModel):
         gt=0,
         description="MiB of room for the form fields next to an uploaded file (on top of "
         "max_artifact_mb and training.max_calibration_mb)",
+    )
+
+
+class GrpcSettings(BaseModel):
+    """OIP v2 over gRPC (``GRPCInferenceService``): its own port, the HTTP routes' process and loop.
+
+    Its largest request message is ``limits.predict_body_mb``, the HTTP inference routes' body
+    limit."""
+
+    port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="gRPC port (Triton's is 8001); unset: no gRPC service. 0 picks a free port "
+        "(tests). Each of several workers binds the same port (SO_REUSEPORT)",
+    )
+    host: str | None = Field(
+        default=None,
+        description="gRPC bind address; unset: the address `eraser-gateway serve --host` binds "
+        "(127.0.0.1 outside `serve`)",
     )
 
 
@@ -352,6 +385,7 @@ class GatewaySettings(BaseSettings):
     training: TrainingSettings = TrainingSettings()
     feedback: FeedbackSettings = FeedbackSettings()
     limits: LimitSettings = LimitSettings()
+    grpc: GrpcSettings = GrpcSettings()
     signing_key: SecretStr = Field(
         default=SecretStr(DEV_PLACEHOLDER),
         description="HMAC key shared by gateways and trainers; never stored in Redis",

@@ -445,8 +445,8 @@ def _across(res: dict[str, Any], runs: Runs) -> list[str]:
     if times:
         lines += [
             (
-                "Cost: a training job (`job_s`, the worker's own stages, min–max over the setting's "
-                "runs) took " + ", ".join(times) + "; the whole run took "
+                "Cost: a training job (`job_s`, the worker's own stages, min–max over the "
+                "setting's runs) took " + ", ".join(times) + "; the whole run took "
                 f"{res['_meta']['wall_s'] / 60:.1f} min. Patches, α and ThresholdOptimizer are "
                 "seeded with the run's seed, and each job uses one PyTorch thread."
             ),

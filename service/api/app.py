@@ -1,4 +1,5 @@
-"""Application factory: settings → Redis → registry → upstreams → hot-loader → data plane → app.
+"""Application factory: settings → Redis → registry → upstreams → hot-loader → data plane → app
+(and, with ``grpc.port``, the OIP v2 gRPC service on the same loop and data plane).
 
 Everything stateful is built in the lifespan, in one place (``_running_gateway``), and handed
 to routes as typed dependencies (``service.api.deps``).
@@ -51,7 +52,16 @@ def create_app(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with _running_gateway(settings, metrics) as gateway:
             deps.install(app, gateway)
-            yield
+            if settings.grpc.port is None:
+                yield
+                return
+            # The OIP v2 gRPC service, on this loop, in front of the same data plane (imported
+            # here: grpc and the generated code cost ~0.1 s of start-up to gateways without it).
+            from service.api import grpc_v2
+
+            async with grpc_v2.serving(settings, gateway.dataplane) as port:
+                app.state.grpc_port = port
+                yield
 
     app = FastAPI(
         title="Eraser Gateway",

@@ -16,21 +16,28 @@ from service.api.deps import settings_of
 from service.errors import Forbidden, Unauthorized
 
 
-def presented_key(request: Request) -> str | None:
-    """``Authorization: Bearer <key>`` or ``X-API-Key: <key>``."""
-    auth = request.headers.get("authorization")
-    if auth:
-        scheme, _, token = auth.partition(" ")
+def key_of(authorization: str | None, x_api_key: str | None) -> str | None:
+    """``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` (HTTP headers or gRPC metadata)."""
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
         return token.strip() if scheme.lower() == "bearer" else None
-    return request.headers.get("x-api-key")
+    return x_api_key
 
 
-def check_key(request: Request, expected: SecretStr, role: str) -> None:
-    key = presented_key(request)
+def presented_key(request: Request) -> str | None:
+    return key_of(request.headers.get("authorization"), request.headers.get("x-api-key"))
+
+
+def check_presented(key: str | None, expected: SecretStr, role: str) -> None:
+    """Unauthorized without a key, Forbidden with another one."""
     if not key:
         raise Unauthorized(f"this route needs the {role} API key (Authorization: Bearer <key>)")
     if not hmac.compare_digest(key.encode(), expected.get_secret_value().encode()):
         raise Forbidden(f"the presented key is not the {role} API key")
+
+
+def check_key(request: Request, expected: SecretStr, role: str) -> None:
+    check_presented(presented_key(request), expected, role)
 
 
 # Async on purpose: FastAPI runs sync dependencies in a thread pool, a ~0.1 ms round trip.

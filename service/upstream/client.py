@@ -29,7 +29,7 @@ import logging
 import os
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, NamedTuple, Self, TypeVar
 
 import aiohttp
 import numpy as np
@@ -53,6 +53,7 @@ from service.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from service.oip import HEADER_LENGTH
 from service.request_context import upstream_headers
 from service.settings import ModelConfig
 from service.upstream.breaker import Backoff, BreakerState, CircuitBreaker
@@ -65,6 +66,7 @@ EventHook = Callable[[str], None]
 ProgressHook = Callable[[int], None]
 
 RETRY_STATUSES: Final = frozenset({502, 503, 504})
+_Answer = tuple[bytes, str | None]  # body, and its Inference-Header-Content-Length if any
 _MAX_BACKOFF_S: Final = 1.0
 _STATUS_BODY_CHARS: Final = 200
 
@@ -76,6 +78,13 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, UpstreamUnavailable) and not isinstance(
         exc.__cause__, aiohttp.ClientSSLError
     )
+
+
+class _Request(NamedTuple):
+    """An encoded request: the body, and its JSON header's length when binary data follows."""
+
+    content: bytes
+    header_length: int | None
 
 
 class UpstreamClient:
@@ -172,10 +181,12 @@ class UpstreamClient:
         n = self._check_batch(x)
         if n == 0:
             return np.empty((0, self.model.num_classes)), None
-        body = self._codec.encode(x)
+        request = _Request(*self._codec.encode(x))
         try:
-            raw = await self._breaker.call(lambda: self._post_with_retries(body, sent))
-            scores, datatype = self._codec.decode_typed(raw, n)
+            raw, header_length = await self._breaker.call(
+                lambda: self._post_with_retries(request, sent)
+            )
+            scores, datatype = self._codec.decode_typed(raw, n, header_length)
         except EraserError as exc:
             self._emit(f"error:{exc.code}")
             raise
@@ -226,7 +237,9 @@ class UpstreamClient:
             )
         return int(x.shape[0])
 
-    async def _post_with_retries(self, body: bytes, sent: asyncio.Future[None] | None) -> bytes:
+    async def _post_with_retries(
+        self, body: _Request, sent: asyncio.Future[None] | None
+    ) -> _Answer:
         try:
             return await self._post_once(body, sent)
         except UpstreamError as exc:
@@ -235,7 +248,7 @@ class UpstreamClient:
             first_failure = exc
         return await self._retry(body, first_failure)
 
-    async def _retry(self, body: bytes, first_failure: UpstreamError) -> bytes:
+    async def _retry(self, body: _Request, first_failure: UpstreamError) -> _Answer:
         """Attempts 2..retries+1 under tenacity; attempt 1 (already failed) is replayed so that
         tenacity's attempt count, backoff schedule and give-up all stay its own."""
         replay: UpstreamError | None = first_failure
@@ -263,21 +276,26 @@ class UpstreamClient:
         )
         self._emit("retry")
 
-    async def _post_once(self, body: bytes, sent: asyncio.Future[None] | None = None) -> bytes:
+    async def _post_once(self, body: _Request, sent: asyncio.Future[None] | None = None) -> _Answer:
         session = self._session
         if session is None:
             raise RuntimeError("UpstreamClient.start() was not called (or close() was)")
+        headers = upstream_headers()  # the caller's X-Request-ID, traceparent
+        if body.header_length is not None:  # binary tensor data after a JSON header
+            headers[HEADER_LENGTH] = str(body.header_length)
+            headers["Content-Type"] = "application/octet-stream"
         try:
             trace_ctx = {"sent": sent} if sent is not None else None
             async with session.post(
                 self._url,
-                data=body,
-                headers=upstream_headers() or None,  # the caller's X-Request-ID, traceparent
+                data=body.content,
+                headers=headers or None,
                 allow_redirects=False,
                 trace_request_ctx=trace_ctx,
             ) as response:
                 payload = await response.read()
                 status = response.status
+                header_length = response.headers.get(HEADER_LENGTH)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise self._translate(exc) from exc
         if not 200 <= status < 300:
@@ -285,7 +303,7 @@ class UpstreamClient:
             raise UpstreamStatus(
                 f"upstream returned HTTP {status}: {snippet}", upstream_status=status
             )
-        return payload
+        return payload, header_length
 
     def _translate(self, exc: BaseException) -> UpstreamError:
         """What the upstream did, in words, from an aiohttp/asyncio exception."""

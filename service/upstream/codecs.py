@@ -9,6 +9,10 @@ float32 repr, no ``tolist()`` round trip through Python floats).
 Decoding returns the upstream's raw scores as float64 ``[N, C]`` where C is K, or 1 for
 ``sigmoid_logits``, checked by ``service.upstream.scores``; ``eraser_math.to_log_probs``
 normalises them.
+
+A request is ``Encoded``: the body and, for OIP v2 with ``upstream.binary_data``, the length of
+its JSON header (the binary tensor data extension, ``service.oip``); the answer is decoded with
+the ``Inference-Header-Content-Length`` the upstream sent back, if any.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from typing import Any, Final, Protocol
 import numpy as np
 import orjson
 
-from service.errors import UpstreamBadResponse
+from service import oip
+from service.errors import InvalidTensor, UpstreamBadResponse
 from service.settings import ModelConfig, UpstreamConfig, WireProtocol
 from service.upstream.scores import (
     ScoreSpec,
@@ -33,20 +38,25 @@ from service.upstream.scores import (
 
 INSTANCES_PLACEHOLDER: Final = "$instances"
 _DUMPS: Final = orjson.OPT_SERIALIZE_NUMPY
+Encoded = tuple[bytes, int | None]  # body, and its JSON header's length when binary data follows
 
 
 class Codec(Protocol):
     """What the client needs from a protocol: bytes out, validated scores back."""
 
-    def encode(self, x: np.ndarray) -> bytes:
-        """Request body for the batch ``x`` [N, *input_shape]."""
+    def encode(self, x: np.ndarray) -> Encoded:
+        """Request body for the batch ``x`` [N, *input_shape], and the length of its JSON
+        header when binary tensor data follows it (None: the body is all JSON)."""
         ...
 
-    def decode(self, body: bytes, n: int) -> np.ndarray:
-        """Validated float64 scores [n, columns] from a 2xx response body."""
+    def decode(self, body: bytes, n: int, header_length: str | None = None) -> np.ndarray:
+        """Validated float64 scores [n, columns] from a 2xx response body (``header_length``:
+        the answer's ``Inference-Header-Content-Length``, if it sent one)."""
         ...
 
-    def decode_typed(self, body: bytes, n: int) -> tuple[np.ndarray, str | None]:
+    def decode_typed(
+        self, body: bytes, n: int, header_length: str | None = None
+    ) -> tuple[np.ndarray, str | None]:
         """``decode``, and the OIP datatype the upstream gave its scores (None: it gave none)."""
         ...
 
@@ -82,6 +92,23 @@ def encode_oip_v2(x: np.ndarray, input_name: str, output_name: str | None = None
     return _dump(doc)
 
 
+def encode_oip_v2_binary(x: np.ndarray, input_name: str, output_name: str | None = None) -> Encoded:
+    """``encode_oip_v2`` with the binary tensor data extension: the FP32 input's raw bytes
+    after the JSON header, and the output asked for as binary data (the named one, or every
+    output through ``binary_data_output``)."""
+    x = _as_float32(x)
+    blob = x.tobytes()
+    tensor = {"name": input_name, "shape": list(x.shape), "datatype": "FP32"}
+    tensor["parameters"] = {"binary_data_size": len(blob)}
+    doc: dict[str, Any] = {"inputs": [tensor]}
+    if output_name is None:
+        doc["parameters"] = {"binary_data_output": True}
+    else:
+        doc["outputs"] = [{"name": output_name, "parameters": {"binary_data": True}}]
+    header = orjson.dumps(doc)
+    return header + blob, len(header)
+
+
 def _pick_output(doc: Any, output_name: str | None) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise UpstreamBadResponse("OIP v2 answer is not a JSON object")
@@ -103,12 +130,15 @@ def _pick_output(doc: Any, output_name: str | None) -> dict[str, Any]:
     return chosen
 
 
-def _tensor(output: dict[str, Any]) -> np.ndarray:
-    """The output's ``data`` reshaped by its ``shape`` (``data`` is normally flat, row-major)."""
+def _tensor(output: dict[str, Any], outputs: list[Any], binary: memoryview) -> np.ndarray:
+    """The output's ``data`` reshaped by its ``shape`` (``data`` is normally flat, row-major),
+    or its binary data, which follows the binary data of the outputs before it."""
     name = output.get("name")
     shape = output.get("shape")
     if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
         raise UpstreamBadResponse(f"output tensor {name!r} has no valid 'shape' ({shape!r:.60})")
+    if _binary_size(output) is not None:
+        return _binary_tensor(output, outputs, binary)
     if "data" not in output:
         raise UpstreamBadResponse(f"output tensor {name!r} has no 'data'")
     data = numeric_array(output["data"], f"output tensor {name!r}")
@@ -119,19 +149,85 @@ def _tensor(output: dict[str, Any]) -> np.ndarray:
     return data.reshape(shape)
 
 
+def _binary_size(output: Any) -> int | None:
+    """An output's ``parameters.binary_data_size``: None when it has none (JSON ``data``)."""
+    parameters = output.get("parameters") if isinstance(output, dict) else None
+    size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+    if size is None:
+        return None
+    if type(size) is not int or size < 0:
+        raise UpstreamBadResponse(
+            f"output tensor {output.get('name')!r}: binary_data_size {size!r:.40} is not a size"
+        )
+    return size
+
+
+@dataclass(frozen=True, slots=True)
+class _OutputTensor:
+    """An answer's output entry as ``service.oip`` reads a tensor."""
+
+    name: str
+    shape: list[int]
+    datatype: str
+    data: None = None
+    parameters: None = None
+
+
+def _binary_tensor(output: dict[str, Any], outputs: list[Any], binary: memoryview) -> np.ndarray:
+    """The output's binary data, decoded by ``service.oip`` from its datatype and shape."""
+    offset = 0
+    for other in outputs:
+        if other is output:
+            break
+        offset += _binary_size(other) or 0
+    size = _binary_size(output) or 0
+    name = output.get("name")
+    if offset + size > len(binary):
+        raise UpstreamBadResponse(
+            f"output tensor {name!r}: binary_data_size {size} at offset {offset} runs past the "
+            f"{len(binary)} bytes of binary data in the answer"
+        )
+    datatype = output.get("datatype")
+    if datatype not in oip.NUMERIC:
+        raise UpstreamBadResponse(f"output tensor {name!r} has datatype {datatype!r:.20}")
+    tensor = _OutputTensor(str(name), output["shape"], datatype)
+    try:
+        values = oip.decode_raw(tensor, binary[offset : offset + size], what="output tensor")
+    except InvalidTensor as exc:
+        raise UpstreamBadResponse(exc.message) from None
+    return values.astype(np.float64)
+
+
 def decode_oip_v2(
-    body: bytes, n: int, spec: ScoreSpec, output_name: str | None = None
+    body: bytes,
+    n: int,
+    spec: ScoreSpec,
+    output_name: str | None = None,
+    header_length: str | None = None,
 ) -> np.ndarray:
     """Scores from the output named ``output_name`` (or the first output)."""
-    return decode_oip_v2_typed(body, n, spec, output_name)[0]
+    return decode_oip_v2_typed(body, n, spec, output_name, header_length)[0]
 
 
 def decode_oip_v2_typed(
-    body: bytes, n: int, spec: ScoreSpec, output_name: str | None = None
+    body: bytes,
+    n: int,
+    spec: ScoreSpec,
+    output_name: str | None = None,
+    header_length: str | None = None,
 ) -> tuple[np.ndarray, str | None]:
-    """``decode_oip_v2`` and the output tensor's ``datatype`` (None if it is not a string)."""
-    output = _pick_output(parse_json(body), output_name)
-    scores = validate_scores(_tensor(output), n, spec, f"output tensor {output.get('name')!r}")
+    """``decode_oip_v2`` and the output tensor's ``datatype`` (None if it is not a string).
+
+    With ``header_length`` (the answer's ``Inference-Header-Content-Length``) the body is a
+    JSON header followed by the binary data of the outputs that have ``binary_data_size``."""
+    try:
+        document, binary = oip.split_body(body, header_length)
+    except InvalidTensor as exc:
+        raise UpstreamBadResponse(f"binary answer: {exc.message}") from None
+    doc = parse_json(document)
+    output = _pick_output(doc, output_name)
+    values = _tensor(output, doc["outputs"], binary)
+    scores = validate_scores(values, n, spec, f"output tensor {output.get('name')!r}")
     datatype = output.get("datatype")
     return scores, datatype if isinstance(datatype, str) else None
 
@@ -240,28 +336,35 @@ class OipV2Codec:
     input_name: str
     output_name: str | None
     spec: ScoreSpec
+    binary: bool = False  # upstream.binary_data: the binary tensor data extension both ways
 
-    def encode(self, x: np.ndarray) -> bytes:
-        return encode_oip_v2(x, self.input_name, self.output_name)
+    def encode(self, x: np.ndarray) -> Encoded:
+        if self.binary:
+            return encode_oip_v2_binary(x, self.input_name, self.output_name)
+        return encode_oip_v2(x, self.input_name, self.output_name), None
 
-    def decode(self, body: bytes, n: int) -> np.ndarray:
-        return decode_oip_v2(body, n, self.spec, self.output_name)
+    def decode(self, body: bytes, n: int, header_length: str | None = None) -> np.ndarray:
+        return decode_oip_v2(body, n, self.spec, self.output_name, header_length)
 
-    def decode_typed(self, body: bytes, n: int) -> tuple[np.ndarray, str | None]:
-        return decode_oip_v2_typed(body, n, self.spec, self.output_name)
+    def decode_typed(
+        self, body: bytes, n: int, header_length: str | None = None
+    ) -> tuple[np.ndarray, str | None]:
+        return decode_oip_v2_typed(body, n, self.spec, self.output_name, header_length)
 
 
 @dataclass(frozen=True, slots=True)
 class KServeV1Codec:
     spec: ScoreSpec
 
-    def encode(self, x: np.ndarray) -> bytes:
-        return encode_kserve_v1(x)
+    def encode(self, x: np.ndarray) -> Encoded:
+        return encode_kserve_v1(x), None
 
-    def decode(self, body: bytes, n: int) -> np.ndarray:
+    def decode(self, body: bytes, n: int, header_length: str | None = None) -> np.ndarray:
         return decode_kserve_v1(body, n, self.spec)
 
-    def decode_typed(self, body: bytes, n: int) -> tuple[np.ndarray, str | None]:
+    def decode_typed(
+        self, body: bytes, n: int, header_length: str | None = None
+    ) -> tuple[np.ndarray, str | None]:
         return self.decode(body, n), None
 
 
@@ -272,13 +375,15 @@ class GenericCodec:
     path: str
     spec: ScoreSpec
 
-    def encode(self, x: np.ndarray) -> bytes:
-        return encode_generic(x, self.template_parts)
+    def encode(self, x: np.ndarray) -> Encoded:
+        return encode_generic(x, self.template_parts), None
 
-    def decode(self, body: bytes, n: int) -> np.ndarray:
+    def decode(self, body: bytes, n: int, header_length: str | None = None) -> np.ndarray:
         return decode_generic(body, n, self.spec, self.steps, self.path)
 
-    def decode_typed(self, body: bytes, n: int) -> tuple[np.ndarray, str | None]:
+    def decode_typed(
+        self, body: bytes, n: int, header_length: str | None = None
+    ) -> tuple[np.ndarray, str | None]:
         return self.decode(body, n), None
 
 
@@ -287,7 +392,7 @@ def make_codec(model: ModelConfig) -> Codec:
     cfg: UpstreamConfig = model.upstream
     spec = ScoreSpec.of(model)
     if cfg.protocol is WireProtocol.OIP_V2:
-        return OipV2Codec(cfg.input_name, cfg.output_name, spec)
+        return OipV2Codec(cfg.input_name, cfg.output_name, spec, cfg.binary_data)
     if cfg.protocol is WireProtocol.KSERVE_V1:
         return KServeV1Codec(spec)
     if cfg.request_template is None or cfg.response_path is None:  # settings validate this too

@@ -96,6 +96,7 @@ def test_every_leaf_setting_has_a_row_and_the_sections_come_in_order() -> None:
         "`training`",
         "`feedback`",
         "`limits`",
+        "`grpc`",
         "`models[]`",
         "`models[].upstream`",
         "`models[].input`",
@@ -154,6 +155,10 @@ def other_value(name: str, info: FieldInfo) -> tuple[str, Any]:
         return str(default + 1), default + 1
     if annotation is str:
         return f"{default}-test", f"{default}-test"
+    if default is None and annotation == int | None:  # optional, unset by default
+        return "8001", 8001
+    if default is None and annotation == str | None:
+        return "127.0.0.2", "127.0.0.2"
     raise AssertionError(f"{name}: teach other_value() a non-default value of {annotation}")
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import orjson
 import pytest
 
+from service import oip
 from service.errors import UpstreamBadResponse
 from service.settings import OutputKind, WireProtocol
 from service.upstream.codecs import (
@@ -18,9 +19,11 @@ from service.upstream.codecs import (
     decode_generic,
     decode_kserve_v1,
     decode_oip_v2,
+    decode_oip_v2_typed,
     encode_generic,
     encode_kserve_v1,
     encode_oip_v2,
+    encode_oip_v2_binary,
     make_codec,
     parse_path,
     split_template,
@@ -303,3 +306,94 @@ def test_make_codec_follows_the_protocol(protocol: WireProtocol, codec_type: typ
     codec = make_codec(model)
     assert isinstance(codec, codec_type)
     assert codec.spec == ScoreSpec(3, OutputKind.LOGITS)
+
+
+# ---- OIP v2 with binary tensor data (upstream.binary_data) --------------------------------------
+
+
+def binary_answer(outputs: list[tuple[str, np.ndarray, str]], json_first: bool = False) -> bytes:
+    """An answer whose outputs are raw bytes after the JSON header; its header length too."""
+    entries, blobs = [], []
+    if json_first:
+        entries.append({"name": "labels", "shape": [1], "datatype": "INT64", "data": [1]})
+    for name, values, datatype in outputs:
+        blob = values.astype(oip.NUMERIC[datatype]).tobytes()
+        entries.append(
+            {"name": name, "shape": list(values.shape), "datatype": datatype}
+            | {"parameters": {"binary_data_size": len(blob)}}
+        )
+        blobs.append(blob)
+    header = orjson.dumps({"outputs": entries})
+    return b"".join([header, *blobs]), str(len(header))
+
+
+def test_binary_request_is_a_json_header_then_the_fp32_bytes() -> None:
+    x = np.arange(6, dtype=np.float64).reshape(2, 3)
+    body, length = encode_oip_v2_binary(x, "in", "probs")
+    header = orjson.loads(body[:length])
+    assert header == {
+        "inputs": [
+            {
+                "name": "in",
+                "shape": [2, 3],
+                "datatype": "FP32",
+                "parameters": {"binary_data_size": 24},
+            }
+        ],
+        "outputs": [{"name": "probs", "parameters": {"binary_data": True}}],
+    }
+    np.testing.assert_array_equal(np.frombuffer(body[length:], "<f4"), x.reshape(-1))
+    body, length = encode_oip_v2_binary(x, "in")  # no output name: every output binary
+    assert orjson.loads(body[:length])["parameters"] == {"binary_data_output": True}
+
+
+def test_codec_encodes_binary_only_when_configured() -> None:
+    x = np.zeros((1, 2), dtype=np.float32)
+    assert OipV2Codec("in", None, LOGITS2).encode(x)[1] is None
+    body, length = OipV2Codec("in", None, LOGITS2, binary=True).encode(x)
+    assert length is not None and len(body) == length + 8
+
+
+@pytest.mark.parametrize("datatype", ["FP16", "FP32", "FP64", "INT32"])
+def test_binary_answer_is_decoded_in_its_datatype(datatype: str) -> None:
+    logits = np.array([[1.5, -2.0], [0.25, 3.0]])
+    if datatype == "INT32":
+        logits = np.round(logits)
+    other = np.array([[9.0, 9.0], [9.0, 9.0]])
+    body, length = binary_answer([("other", other, "FP64"), ("logits", logits, datatype)], True)
+    scores, got = decode_oip_v2_typed(body, 2, LOGITS2, "logits", length)
+    np.testing.assert_array_equal(scores, logits)
+    assert got == datatype and scores.dtype == np.float64
+
+
+def test_a_binary_answer_equals_the_json_one() -> None:
+    logits = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)
+    body, length = binary_answer([("output-0", logits, "FP32")])
+    np.testing.assert_array_equal(
+        decode_oip_v2(body, 2, LOGITS2, None, length),
+        decode_oip_v2(v2_body(logits.reshape(-1).tolist(), [2, 2]), 2, LOGITS2),
+    )
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda b, n: (b[:-1], n), "4 bytes of binary data but shape|runs past"),
+        (lambda b, n: (b[: int(n)], n), "runs past"),  # the header, but no binary data
+        (lambda b, n: (b, None), "unparseable JSON"),  # binary data but no header length
+        (lambda b, n: (b, str(len(b) + 1)), "Inference-Header-Content-Length"),
+        (lambda b, n: (b, "x"), "Inference-Header-Content-Length"),
+        (lambda b, n: (b.replace(b'"FP32"', b'"BYTES"'), n), "datatype"),
+        (lambda b, n: (b.replace(b'"binary_data_size":16', b'"binary_data_size":-1'), n), "size"),
+    ],
+)
+def test_malformed_binary_answers_are_bad_responses(mutate: Any, match: str) -> None:
+    body, length = binary_answer([("output-0", np.ones((2, 2)), "FP32")])
+    body, length = mutate(body, length)
+    with bad(match):
+        decode_oip_v2(body, 2, LOGITS2, None, length)
+
+
+def test_binary_data_needs_the_v2_protocol() -> None:
+    with pytest.raises(ValueError, match="binary_data is an OIP v2 extension"):
+        make_model("http://h/", protocol=WireProtocol.KSERVE_V1, binary_data=True)
