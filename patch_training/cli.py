@@ -1,4 +1,5 @@
-"""``eraser``: the operator's command line — ``eraser train <method>`` and ``eraser worker``.
+"""``eraser``: the operator's command line — ``eraser train <method>``, ``eraser audit`` and
+``eraser worker``.
 
 Option defaults are the job spec's (``service.jobs.spec.TrainingJobSpec``): an option left out
 is left to the spec. PyTorch is imported inside the commands, never at import. The gateway has
@@ -17,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
+from service.jobs.audits import AuditSpec
 from service.jobs.spec import METHODS, JobResult, PoisonerConfig, TrainingJobSpec
 from service.settings import GatewaySettings
 
@@ -230,6 +232,148 @@ def _run_here(settings: GatewaySettings, spec: TrainingJobSpec) -> JobResult:
             err=True,
         )
     return result
+
+
+AUDIT = AuditSpec.model_fields
+
+
+@app.command()
+def audit(
+    model: Annotated[str, typer.Option(help="gateway model name (the settings' model table)")],
+    data: Annotated[
+        Path,
+        typer.Option(exists=True, dir_okay=False, help="CSV or Parquet (features) or NPZ (x)"),
+    ],
+    attribute: Annotated[
+        list[str], typer.Option(help="attribute to audit; repeat to audit and rank several")
+    ],
+    pairs: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="NPZ of counterfactuals (x_cf or x_cf_<attribute>) for attributes that are "
+            "not input columns",
+        ),
+    ] = None,
+    values: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--values", help="COLUMN=v1,v2,...: the values an input-column attribute can take"
+        ),
+    ] = None,
+    draws: Annotated[int, typer.Option(help=AUDIT["draws"].description)] = AUDIT["draws"].default,
+    seed: int = AUDIT["seed"].default,
+    top_rows: Annotated[int, typer.Option(help=AUDIT["top_rows"].description)] = AUDIT[
+        "top_rows"
+    ].default,
+    plot: Annotated[
+        Path | None, typer.Option(dir_okay=False, help="also write the PNG here")
+    ] = None,
+    enqueue: Annotated[bool, typer.Option(help="hand the audit to `eraser worker`")] = False,
+) -> None:
+    """Counterfactual bias of the raw black box and of the served answers, per attribute."""
+    fields = {
+        "model": model, "attributes": attribute, "values": _values(values or []),
+        "draws": draws, "seed": seed, "top_rows": top_rows,
+    }  # fmt: skip
+    spec = _audit_spec(fields)
+    settings = GatewaySettings()
+    audit_id, spec = asyncio.run(_store_audit(settings, spec, data, pairs))
+    if enqueue:
+        from service.jobs.audits import enqueue_audit
+        from service.jobs.queue import sync_redis, training_queue
+
+        queue = training_queue(sync_redis(settings), settings.training)
+        typer.echo(
+            json.dumps({"audit_id": enqueue_audit(queue, audit_id, spec, settings.training)})
+        )
+        return
+    from patch_training.jobs.audit_entry import run_audit_stored
+    from patch_training.jobs.progress import JobProgress
+
+    result = asyncio.run(run_audit_stored(audit_id, spec, settings, JobProgress()))
+    if plot is not None:
+        plot.write_bytes(asyncio.run(_audit_png(settings, audit_id)))
+    typer.echo(
+        json.dumps({"audit_id": audit_id, "result": result.model_dump(mode="json")}, indent=2)
+    )
+
+
+def _values(items: list[str]) -> dict[str, list[float]]:
+    """``COLUMN=v1,v2`` options as the spec's ``values``; a malformed one is a usage error."""
+    out: dict[str, list[float]] = {}
+    for item in items:
+        column, sep, listed = item.partition("=")
+        try:
+            if not sep or not column:
+                raise ValueError
+            out[column] = [float(v) for v in listed.split(",")]
+        except ValueError:
+            raise typer.BadParameter(
+                f"{item!r}: expected COLUMN=v1,v2,... with numbers", param_hint="--values"
+            ) from None
+    return out
+
+
+def _audit_spec(fields: dict[str, Any]) -> AuditSpec:
+    from pydantic import ValidationError
+
+    try:
+        return AuditSpec.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "attribute"
+        option = {"attributes": "--attribute", "top_rows": "--top-rows"}.get(field, f"--{field}")
+        raise typer.BadParameter(first["msg"], param_hint=option) from None
+
+
+async def _store_audit(
+    settings: GatewaySettings, spec: AuditSpec, data: Path, pairs: Path | None
+) -> tuple[str, AuditSpec]:
+    """Validate the inputs (as POST /audits does), store them and the audit's record."""
+    from patch_training.jobs.context import open_context
+    from patch_training.jobs.progress import JobProgress
+    from service.calibration.audit_input import load_audit_set
+    from service.errors import EraserError
+    from service.jobs.audits import new_audit_id
+
+    data_bytes = data.read_bytes()
+    pairs_bytes = pairs.read_bytes() if pairs is not None else None
+    async with open_context(settings, JobProgress(show_bars=False)) as ctx:
+        try:
+            config = ctx.model(spec.model)
+        except EraserError as exc:
+            raise typer.BadParameter(exc.message, param_hint="--model") from None
+        try:
+            found = load_audit_set(
+                data_bytes,
+                config,
+                spec,
+                settings.training.max_calibration_rows,
+                pairs_bytes,
+                data.name,
+            ).describe()
+        except EraserError as exc:
+            raise typer.BadParameter(exc.message, param_hint="--data/--pairs/--attribute") from None
+        assert ctx.audits is not None
+        stored = {"data_id": await ctx.audits.put_input(data_bytes), "data_filename": data.name}
+        if pairs is not None and pairs_bytes is not None:
+            stored |= {"pairs_id": await ctx.audits.put_input(pairs_bytes)}
+            stored |= {"pairs_filename": pairs.name}
+        spec = spec.model_copy(update=stored)
+        audit_id = new_audit_id()
+        await ctx.audits.create(audit_id, spec, found)
+    return audit_id, spec
+
+
+async def _audit_png(settings: GatewaySettings, audit_id: str) -> bytes:
+    from patch_training.jobs.context import open_context
+    from patch_training.jobs.progress import JobProgress
+
+    async with open_context(settings, JobProgress(show_bars=False)) as ctx:
+        assert ctx.audits is not None
+        return await ctx.audits.png(audit_id)
 
 
 @app.command()

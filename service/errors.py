@@ -5,6 +5,7 @@ EraserError (500)
 │                    ├─ InvalidTensor (400): an OIP tensor's datatype, data or binary framing
 │                    ├─ InvalidRequestBody (422): a JSON field inside a form is invalid
 │                    ├─ InvalidCalibrationSet (422): an upload that cannot train a patch
+│                    ├─ InvalidAuditInput (422): an audit's data, pairs or attributes
 │                    ├─ InvalidMonitoring (422), InvalidFeedback (422): bias monitoring
 │                    └─ PayloadTooLarge (413)
 ├── Unauthorized (401), Forbidden (403)
@@ -12,6 +13,7 @@ EraserError (500)
 │                   ├─ PatchNotFound
 │                   ├─ JobNotFound
 │                   ├─ CalibrationSetNotFound
+│                   ├─ AuditNotFound
 │                   └─ RequestNotFound: feedback for an unknown/expired request id
 ├── Conflict (409) ─┬─ StackConflict
 │                   ├─ PatchRejected: the validation gate refused this version
@@ -80,6 +82,14 @@ class InvalidCalibrationSet(BadRequest):
     code = "invalid_calibration_set"
 
 
+class InvalidAuditInput(BadRequest):
+    """A counterfactual audit that cannot run: an attribute that is not an input and has no
+    pairs, a value outside the given ones, pairs of the wrong shape, an unreadable data file."""
+
+    status_code = 422
+    code = "invalid_audit_input"
+
+
 class PayloadTooLarge(BadRequest):
     status_code = 413
     code = "payload_too_large"
@@ -128,6 +138,10 @@ class JobNotFound(NotFound):
 
 class CalibrationSetNotFound(NotFound):
     code = "calibration_set_not_found"
+
+
+class AuditNotFound(NotFound):
+    code = "audit_not_found"
 
 
 class RequestNotFound(NotFound):

@@ -12,6 +12,7 @@ from patch_training.blackbox import OutputCache
 from patch_training.jobs.progress import JobProgress
 from service.calibration.store import CalibrationStore
 from service.errors import ModelNotFound
+from service.jobs.audits import AuditStore
 from service.registry.store import Registry
 from service.settings import GatewaySettings, ModelConfig
 
@@ -24,6 +25,7 @@ class JobContext:
     cache: OutputCache
     progress: JobProgress
     job_id: str | None = None  # makes registration idempotent across retries of one job
+    audits: AuditStore | None = None  # counterfactual audit records (``patch_training.audit``)
 
     def model(self, name: str) -> ModelConfig:
         """The model as this process's settings describe it (the gateway's own table)."""
@@ -55,6 +57,7 @@ async def open_context(
             cache=OutputCache(redis, prefix, settings.training.cache_ttl_s, signing_key),
             progress=progress,
             job_id=job_id,
+            audits=AuditStore(redis, prefix, settings.training.result_ttl_s),
         )
     finally:
         await redis.aclose()

@@ -22,6 +22,7 @@ from service.api import (
     docs,
     errors,
     routes_admin,
+    routes_audits,
     routes_feedback,
     routes_predict,
     routes_training,
@@ -32,6 +33,7 @@ from service.api.edge import RequestEdge
 from service.calibration.checker import UploadChecker
 from service.calibration.store import CalibrationStore
 from service.dataplane import Dataplane
+from service.jobs.audits import AuditStore
 from service.jobs.queue import JobQueue
 from service.metrics import GatewayMetrics
 from service.monitoring.monitor import BiasMonitor
@@ -83,6 +85,7 @@ def create_app(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
     app.include_router(routes_admin.router)
     app.include_router(routes_feedback.router)
     app.include_router(routes_training.router)
+    app.include_router(routes_audits.router)
     app.add_api_route("/metrics", _metrics_endpoint, methods=["GET"], include_in_schema=False)
     return app
 
@@ -145,6 +148,7 @@ async def _running_gateway(
             calibrations=CalibrationStore(redis, settings.redis.key_prefix),
             uploads=uploads,
             jobs=jobs,
+            audits=AuditStore(redis, settings.redis.key_prefix, settings.training.result_ttl_s),
             load_blocking=load_blocking,
         )
 

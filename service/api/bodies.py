@@ -49,12 +49,16 @@ class UploadedFile:
 
 
 async def read_form(
-    request: Request, files: dict[str, float], fields: tuple[str, ...]
+    request: Request,
+    files: dict[str, float],
+    fields: tuple[str, ...],
+    optional: tuple[str, ...] = (),
 ) -> tuple[dict[str, UploadedFile], dict[str, str]]:
     """A multipart form with exactly the named parts (400 naming one that is missing), as
     (files, fields). ``files`` maps each file part to its limit in MB (``read_upload``); text
     parts are capped at ``FORM_FIELD_LIMIT``, the whole body at the edge's limit for the route.
-    The form's temporary files are closed before this returns."""
+    File parts named in ``optional`` may be absent (then absent from the answer). The form's
+    temporary files are closed before this returns."""
     limits = {"max_files": len(files), "max_fields": len(fields)}
     async with request.form(**limits, max_part_size=FORM_FIELD_LIMIT) as form:
         texts = {}
@@ -66,6 +70,8 @@ async def read_form(
         uploads = {}
         for name, limit_mb in files.items():
             part = form.get(name)
+            if part is None and name in optional:
+                continue
             if not isinstance(part, UploadFile):
                 raise BadRequest(f"the form needs a file part named {name!r}")
             data = await read_upload(part, limit_mb, name)

@@ -16,6 +16,7 @@ from fastapi import Depends, FastAPI, Request
 from service.calibration.checker import UploadChecker
 from service.calibration.store import CalibrationStore
 from service.dataplane import Dataplane
+from service.jobs.audits import AuditStore
 from service.jobs.queue import JobQueue
 from service.monitoring.monitor import BiasMonitor
 from service.registry.store import Registry
@@ -35,6 +36,7 @@ class Gateway:
     calibrations: CalibrationStore
     uploads: UploadChecker
     jobs: JobQueue
+    audits: AuditStore
     load_blocking: RunBlocking  # session builds and warm-ups, off the inference pool
 
 

@@ -14,9 +14,11 @@ import asyncio
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 from service.calibration.meta import CalibrationMeta
 from service.errors import UploadCheckFailed
+from service.jobs.audits import AuditInput, AuditSpec
 from service.jobs.spec import TrainingJobSpec
 from service.settings import ModelConfig, TrainingSettings
 
@@ -38,8 +40,24 @@ class UploadChecker:
         spec: TrainingJobSpec,
         training: TrainingSettings,
     ) -> CalibrationMeta:
+        return await self._run(_check, data, filename, model, spec, training)
+
+    async def check_audit(
+        self,
+        data: bytes,
+        filename: str | None,
+        pairs: bytes | None,
+        model: ModelConfig,
+        spec: AuditSpec,
+        training: TrainingSettings,
+    ) -> AuditInput:
+        """Validate an audit's data file, attributes and pairs (``audit_input``); what it found,
+        or the typed error (InvalidAuditInput) raised there."""
+        return await self._run(_check_audit, data, filename, pairs, model, spec, training)
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
         pool = self._pool or self._start()
-        job = pool.submit(_check, data, filename, model, spec, training)
+        job = pool.submit(fn, *args)
         try:
             return await asyncio.wrap_future(job)
         except BrokenProcessPool:
@@ -73,3 +91,18 @@ def _check(
     from service.calibration.intake import check_upload
 
     return check_upload(data, filename, model, spec, training)[1]
+
+
+def _check_audit(
+    data: bytes,
+    filename: str | None,
+    pairs: bytes | None,
+    model: ModelConfig,
+    spec: AuditSpec,
+    training: TrainingSettings,
+) -> AuditInput:
+    """Runs in the worker process, like ``_check``."""
+    from service.calibration.audit_input import load_audit_set
+
+    max_rows = training.max_calibration_rows
+    return load_audit_set(data, model, spec, max_rows, pairs, filename).describe()

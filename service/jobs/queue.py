@@ -25,6 +25,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from service.errors import JobNotFound
+from service.jobs.audits import AuditSpec, enqueue_audit
 from service.jobs.spec import JobResult, TrainingJobSpec
 from service.settings import GatewaySettings, TrainingSettings
 
@@ -45,6 +46,17 @@ class JobQueue:
 
     async def view(self, job_id: str) -> JobView:
         return await asyncio.to_thread(job_view, self._redis, job_id)
+
+    async def enqueue_audit(self, audit_id: str, spec: AuditSpec) -> str:
+        return await asyncio.to_thread(enqueue_audit, self._queue, audit_id, spec, self._training)
+
+    async def state(self, job_id: str) -> tuple[str, str | None] | None:
+        """(state, error) of a queued job as RQ has it; None when RQ no longer knows it."""
+        try:
+            view = await asyncio.to_thread(job_view, self._redis, job_id)
+        except JobNotFound:
+            return None
+        return view.state, view.error
 
     def close(self) -> None:
         self._redis.close()

@@ -16,6 +16,9 @@ Layout (``p`` is the prefix, ``eraser`` by default)::
     p:report:{name}:{version}          HASH    training report: json, png (with the manifest)
     p:job_version:{job_id}:{name}      STRING  version a training job registered (idempotence)
     p:bb_cache:{sha256}                STRING  cached black-box outputs, MAC-authenticated, expiring
+    p:audits                           ZSET    audit ids by submission time (seconds)
+    p:audit:{id}                       HASH    counterfactual audit: spec, created_at, result, png
+    p:audit_input:{sha256}             STRING  an audit's uploaded data or pairs file, expiring
 
 The kind of key comes before the free-form part, so a model name containing ``:`` can never
 collide with another kind of key. Patch names match ``NAME_PATTERN`` (no ``:``), so
@@ -71,6 +74,15 @@ class RegistryKeys:
 
     def blackbox_cache(self, sha256: str) -> str:
         return f"{self.prefix}:bb_cache:{sha256}"
+
+    def audits(self) -> str:
+        return f"{self.prefix}:audits"
+
+    def audit(self, audit_id: str) -> str:
+        return f"{self.prefix}:audit:{audit_id}"
+
+    def audit_input(self, sha256: str) -> str:
+        return f"{self.prefix}:audit_input:{sha256}"
 
     def events_channel(self) -> str:
         return f"{self.prefix}:events"

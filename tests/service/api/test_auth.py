@@ -9,7 +9,8 @@ from fastapi import FastAPI
 from tests.service.api.conftest import ADMIN, PREDICT
 
 OPEN = {"/v2/health/live", "/v2/health/ready", "/metrics"}
-OPERATOR_PREFIXES = ("/patches", "/models/", "/jobs", "/feedback")  # feedback: or its own key
+# /feedback: the admin key or its own
+OPERATOR_PREFIXES = ("/patches", "/models/", "/jobs", "/audits", "/feedback")
 
 
 def guarded_routes(app: FastAPI) -> list[tuple[str, str]]:
@@ -17,7 +18,7 @@ def guarded_routes(app: FastAPI) -> list[tuple[str, str]]:
     routes = []
     for path, operations in app.openapi()["paths"].items():
         if path not in OPEN:
-            concrete = path.format(model="compas", name="p", version=1, job_id="j")
+            concrete = path.format(model="compas", name="p", version=1, job_id="j", audit_id="a")
             routes += [(method.upper(), concrete) for method in operations]
     return routes
 
