@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from service.jobs.audits import AuditSpec
-from service.jobs.spec import METHODS, JobResult, PoisonerConfig, TrainingJobSpec
+from service.jobs.spec import METHODS, FmdConfig, JobResult, PoisonerConfig, TrainingJobSpec
 from service.settings import GatewaySettings
 
 app = typer.Typer(help="Eraser Gateway training: build debiasing patches from calibration sets.")
@@ -28,6 +28,7 @@ app.add_typer(train_app, name="train")
 
 SPEC = TrainingJobSpec.model_fields
 POISONER = PoisonerConfig.model_fields
+FMD = FmdConfig.model_fields
 OPTION_OF = {"holdout_fraction": "--holdout"}  # spec fields whose option is named otherwise
 POISONER_OPTION_OF = {  # PoisonerConfig fields → their options on `eraser train poisoner`
     "steps": "--steps",
@@ -39,12 +40,26 @@ POISONER_OPTION_OF = {  # PoisonerConfig fields → their options on `eraser tra
 }
 
 
+FMD_OPTION_OF = {  # FmdConfig fields → their options on `eraser train fmd`
+    "hidden": "--surrogate-hidden",
+    "epochs": "--surrogate-epochs",
+    "l2": "--l2",
+    "k_grid": "--k",
+    "targets": "--targets",
+    "max_avg_acc_drop_pp": "--max-avg-acc-drop",
+}
+
+
 def _default(field: str) -> Any:
     return SPEC[field].get_default(call_default_factory=True)
 
 
 def _poisoner_default(field: str) -> Any:
     return POISONER[field].get_default(call_default_factory=True)
+
+
+def _fmd_default(field: str) -> Any:
+    return FMD[field].get_default(call_default_factory=True)
 
 
 @app.callback()
@@ -156,6 +171,67 @@ def _poisoner_command() -> Any:
     return command
 
 
+def _fmd_command() -> Any:
+    def command(
+        model: Annotated[str, typer.Option(help="gateway model name (the settings' model table)")],
+        calibration: Annotated[
+            Path, typer.Option(exists=True, dir_okay=False, help="CSV, Parquet or NPZ")
+        ],
+        target: Annotated[str, typer.Option(help=SPEC["target"].description)],
+        bias: Annotated[
+            list[str],
+            typer.Option(
+                help="the attribute: an input column of the model, set to its other values "
+                "for the counterfactuals; repeat for one patch each"
+            ),
+        ],
+        name: Annotated[str | None, typer.Option(help=SPEC["name"].description)] = None,
+        activate: Annotated[bool, typer.Option(help=SPEC["activate"].description)] = False,
+        enqueue: Annotated[bool, typer.Option(help="hand the job to `eraser worker`")] = False,
+        surrogate_hidden: Annotated[
+            list[int] | None, typer.Option(help="surrogate hidden width; repeat per layer")
+        ] = None,
+        surrogate_epochs: Annotated[int, typer.Option(min=1, help=FMD["epochs"].description)] = (
+            _fmd_default("epochs")
+        ),
+        l2: Annotated[float, typer.Option(help=FMD["l2"].description)] = _fmd_default("l2"),
+        k: Annotated[
+            list[float] | None,
+            typer.Option(help="K as a fraction of the fit rows; repeat for the grid"),
+        ] = None,
+        targets: Annotated[str, typer.Option(help="labels | black_box")] = _fmd_default("targets"),
+        max_avg_acc_drop: Annotated[
+            float, typer.Option(help=FMD["max_avg_acc_drop_pp"].description)
+        ] = _fmd_default("max_avg_acc_drop_pp"),
+        seed: int = _default("seed"),
+        device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = _default("device"),
+        folds: Annotated[int, typer.Option(help=SPEC["folds"].description)] = _default("folds"),
+        holdout: Annotated[
+            float, typer.Option(help=SPEC["holdout_fraction"].description)
+        ] = _default("holdout_fraction"),
+    ) -> None:
+        fmd: dict[str, Any] = {
+            "epochs": surrogate_epochs, "l2": l2, "targets": targets,
+            "max_avg_acc_drop_pp": max_avg_acc_drop,
+        }  # fmt: skip
+        if surrogate_hidden:
+            fmd["hidden"] = surrogate_hidden
+        if k:
+            fmd["k_grid"] = k
+        fields = {
+            "method": "fmd", "model": model, "target": target, "bias": bias, "name": name,
+            "activate": activate, "seed": seed, "device": device, "folds": folds,
+            "holdout_fraction": holdout, "fmd": fmd,
+        }  # fmt: skip
+        _submit(fields, calibration, enqueue)
+
+    command.__doc__ = (
+        "fmd: distil a surrogate, unlearn the rows most harmful to counterfactual fairness on "
+        "the attribute (an input column) with one Newton step, serve log S − log S'."
+    )
+    return command
+
+
 def _submit(fields: dict[str, Any], calibration: Path, enqueue: bool) -> None:
     """Validate the spec, store the calibration file, then run the job here or enqueue it."""
     spec = _spec(fields)
@@ -167,8 +243,9 @@ def _submit(fields: dict[str, Any], calibration: Path, enqueue: bool) -> None:
     typer.echo(_run_here(settings, spec).model_dump_json(indent=2))
 
 
+_COMMANDS = {"poisoner": _poisoner_command, "fmd": _fmd_command}
 for _method in METHODS:
-    maker = _poisoner_command if _method == "poisoner" else lambda m=_method: _train_command(m)
+    maker = _COMMANDS.get(_method, lambda m=_method: _train_command(m))
     train_app.command(name=_method)(maker())
 
 
@@ -185,6 +262,8 @@ def _spec(fields: dict[str, Any]) -> TrainingJobSpec:
         field = str(first["loc"][0])
         if field == "poisoner" and len(first["loc"]) > 1:
             option = POISONER_OPTION_OF.get(str(first["loc"][1]), "--" + str(first["loc"][1]))
+        elif field == "fmd" and len(first["loc"]) > 1:
+            option = FMD_OPTION_OF.get(str(first["loc"][1]), "--" + str(first["loc"][1]))
         else:
             option = OPTION_OF.get(field, "--" + field.replace("_", "-"))
         raise typer.BadParameter(first["msg"], param_hint=option) from None

@@ -70,6 +70,7 @@ async def run_stored(
             settings.training.max_calibration_rows,
             filename=meta.filename,
             bias_required=not spec.label_free,
+            bias_is_input=spec.bias_is_input,
         )
         return await run_training(spec, calib, ctx)
 

@@ -11,7 +11,9 @@ registry write.
 
 A label-free method (``spec.label_free``: the Poisoner) takes its own route after the query
 (``jobs.label_free``): rows split by target only, two candidate patches from one f_B training,
-each through the shared α, export and gate steps here, one registered.
+each through the shared α, export and gate steps here, one registered. FMD
+(``jobs.fmd``) adds every row's counterfactuals and the black box's answers on them, then
+runs the shared steps per attribute.
 """
 
 from __future__ import annotations
@@ -96,6 +98,10 @@ async def run_training(spec: TrainingJobSpec, calib: CalibrationSet, ctx: JobCon
         from patch_training.jobs.label_free import run_label_free
 
         outcomes, plan = await run_label_free(spec, calib, log_m, model, ctx, timer)
+    elif spec.method == "fmd":
+        from patch_training.jobs.fmd import run_fmd
+
+        outcomes, plan = await run_fmd(spec, calib, log_m, model, ctx, timer)
     else:
         outcomes, plan = await _per_bias_column(spec, calib, log_m, model, ctx, timer)
     revision = await _activate(spec, model, outcomes, ctx) if spec.activate else None

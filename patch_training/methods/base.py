@@ -28,6 +28,17 @@ EpochHook = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
+class Counterfactuals:
+    """Every row with its attribute set otherwise (FMD), and the black box's answers there."""
+
+    x: np.ndarray  # float32 [N, M, *input_shape]: M counterfactuals of each row
+    log_m: np.ndarray  # float64 [N, M, K]
+
+    def rows(self, idx: np.ndarray) -> Counterfactuals:
+        return Counterfactuals(self.x[idx], self.log_m[idx])
+
+
+@dataclass(frozen=True)
 class MethodInput:
     """One bias column's calibration rows, the black box's answers on them, and the folds.
 
@@ -41,6 +52,7 @@ class MethodInput:
     folds: Sequence[Fold]
     model: ModelConfig
     spec: TrainingJobSpec
+    counterfactual: Counterfactuals | None = None  # methods that need them (FMD)
 
     @property
     def epochs_budget(self) -> int:

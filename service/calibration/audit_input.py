@@ -95,7 +95,9 @@ def load_audit_set(
     attributes = []
     for name in spec.attributes:
         if name in features:
-            attributes.append(_flipped(name, x, features.index(name), spec.values.get(name)))
+            attributes.append(
+                flipped_counterfactuals(name, x, features.index(name), spec.values.get(name))
+            )
         else:
             groups = labels.get(name)
             groups = np.full(len(x), NO_GROUP) if groups is None else groups
@@ -228,8 +230,11 @@ def _check_rows(rows: int, max_rows: int) -> None:
 # ------------------------------------------------------------------------- counterfactuals
 
 
-def _flipped(name: str, x: np.ndarray, column: int, given: list[float] | None) -> AuditAttribute:
-    """Every row with the attribute set to each of its other values: [N, k − 1, F]."""
+def flipped_counterfactuals(
+    name: str, x: np.ndarray, column: int, given: list[float] | None = None
+) -> AuditAttribute:
+    """Every row with the attribute set to each of its other values: [N, k − 1, F]. Also the
+    counterfactuals of an FMD training job (``patch_training.jobs.fmd``)."""
     original = x[:, column]
     if given is None:
         domain = np.unique(original)

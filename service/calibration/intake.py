@@ -36,5 +36,6 @@ def check_upload(
         training.max_calibration_rows,
         filename=filename,
         bias_required=not spec.label_free,
+        bias_is_input=spec.bias_is_input,
     )
     return calib, describe(calib, model, spec.target, filename, len(data))

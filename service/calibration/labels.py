@@ -19,10 +19,16 @@ MAX_LISTED = 5  # values quoted in one error message
 
 
 def check_selection(
-    model: ModelConfig, target: str, bias: Sequence[str], bias_required: bool = True
+    model: ModelConfig,
+    target: str,
+    bias: Sequence[str],
+    bias_required: bool = True,
+    bias_is_input: bool = False,
 ) -> None:
     """Refuse a target/bias choice that cannot train a patch, before the file is even read.
-    ``bias_required=False`` (label-free methods): no bias column is fine."""
+    ``bias_required=False`` (label-free methods): no bias column is fine. ``bias_is_input``
+    (FMD): every bias column must be one of the model's inputs, the attribute whose
+    counterfactuals set it to its other values; otherwise none may be."""
     if not bias and bias_required:
         raise InvalidCalibrationSet("at least one bias column is required")
     if len(set(bias)) != len(bias):
@@ -32,6 +38,18 @@ def check_selection(
     features = set(model.input.features or ())
     if target in features:
         raise InvalidCalibrationSet(f"target {target!r} is a feature of model {model.name!r}")
+    if bias_is_input:
+        absent = [b for b in bias if b not in features]
+        if absent:
+            inputs = f"inputs: {sorted(features)}" if features else "an unnamed tensor"
+            raise InvalidCalibrationSet(
+                f"bias columns {absent} are not input columns of model {model.name!r} "
+                f"({inputs}): FMD's counterfactuals set the attribute to its other values, "
+                "so it must be an input (counterfactual pairs are not supported by training "
+                "jobs yet)",
+                missing=absent,
+            )
+        return
     leaked = [b for b in bias if b in features]
     if leaked:
         raise InvalidCalibrationSet(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from service.calibration.dataset import CalibrationSet, Format, Parsed
 from service.calibration.images import read_image_zip
 from service.calibration.labels import (
@@ -19,6 +21,7 @@ from service.calibration.labels import (
 from service.calibration.npz import read_npz
 from service.calibration.sniff import detect_format
 from service.calibration.tabular import read_csv, read_parquet
+from service.errors import InvalidCalibrationSet
 from service.registry.signing import sha256_hex
 from service.settings import ModelConfig
 
@@ -39,14 +42,38 @@ def load_calibration(
     max_rows: int,
     filename: str | None = None,
     bias_required: bool = True,
+    bias_is_input: bool = False,
 ) -> CalibrationSet:
     """Parse and validate an upload for ``model``; raises InvalidCalibrationSet on bad input.
     ``bias_required=False``: a set with x and the target only is accepted (label-free methods;
-    the file must then have exactly the features and the target)."""
+    the file must then have exactly the features and the target). ``bias_is_input`` (FMD):
+    the bias columns are input columns, read from x (no separate column in the file), each
+    with 2 to ``MAX_INPUT_GROUPS`` distinct values."""
     bias = [bias] if isinstance(bias, str) else list(bias)
-    check_selection(model, target, bias, bias_required)
+    check_selection(model, target, bias, bias_required, bias_is_input)
     fmt = detect_format(data, filename)
-    parsed = READERS[fmt](data, model, [target, *bias], max_rows)
+    from_file = [] if bias_is_input else bias
+    parsed = READERS[fmt](data, model, [target, *from_file], max_rows)
     y = target_indices(target, label_strings(target, parsed.labels[target]), model.classes)
-    groups = {name: bias_groups(name, parsed.labels[name]) for name in bias}
+    if bias_is_input:
+        features = list(model.input.features or ())
+        groups = {name: input_groups(name, parsed.x[:, features.index(name)]) for name in bias}
+    else:
+        groups = {name: bias_groups(name, parsed.labels[name]) for name in bias}
     return CalibrationSet(x=parsed.x, y=y, bias=groups, sha256=sha256_hex(data), format=fmt)
+
+
+MAX_INPUT_GROUPS = 20  # distinct values of an input-column attribute (as the audit allows)
+
+
+def input_groups(name: str, column: np.ndarray) -> np.ndarray:
+    """An input column's values as group strings (``1.0`` → ``"1"``, as the audit writes
+    them); 2 to ``MAX_INPUT_GROUPS`` distinct values, or refused."""
+    distinct = np.unique(column)
+    if not 2 <= len(distinct) <= MAX_INPUT_GROUPS:
+        raise InvalidCalibrationSet(
+            f"attribute {name!r} takes {len(distinct)} distinct values in the calibration set: "
+            f"an input-column attribute needs 2 to {MAX_INPUT_GROUPS} (bin the column)",
+            column=name,
+        )
+    return label_strings(name, column.astype(np.float64).tolist())

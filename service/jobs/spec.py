@@ -15,9 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from service.registry.models import NAME_PATTERN
 
-Method = Literal["eraser", "poisoner"]
-METHODS: tuple[Method, ...] = ("eraser", "poisoner")
+Method = Literal["eraser", "poisoner", "fmd"]
+METHODS: tuple[Method, ...] = ("eraser", "poisoner", "fmd")
 LABEL_FREE_METHODS: tuple[Method, ...] = ("poisoner",)  # bias columns for evaluation only
+ATTRIBUTE_INPUT_METHODS: tuple[Method, ...] = ("fmd",)  # the bias column is a model input
 PoisonerCandidate = Literal["poisoner", "poisoner-eraser"]
 Arch = Literal["auto", "mlp", "cnn", "resnet18"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -91,6 +92,55 @@ class PoisonerConfig(BaseModel):
         return value
 
 
+class FmdConfig(BaseModel):
+    """FMD's unlearning patch (``method: "fmd"``; docs/fmd.md): a surrogate distilled from the
+    black box, the calibration rows that make it counterfactually biased found by influence
+    functions, and one Newton step that replaces them by their counterfactuals."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hidden: list[int] = Field(
+        default=[64, 32],
+        min_length=1,
+        description="surrogate MLP hidden widths; the last is the penultimate representation "
+        "the linear top layer (and the unlearning step) works on",
+    )
+    epochs: int = Field(default=200, ge=1, description="most distillation epochs per fold")
+    l2: float = Field(
+        default=1e-3,
+        gt=0,
+        le=1.0,
+        description="λ: the top layer is refitted with the penalty (λ·n/2)‖θ‖², so its "
+        "Hessian is H = Σ (diag p − ppᵀ) ⊗ h̃h̃ᵀ + λ·n·I exactly",
+    )
+    k_grid: list[float] = Field(
+        default_factory=lambda: [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5],
+        min_length=1,
+        description="K, the harmful rows replaced, as fractions of each fold's fit rows (only "
+        "rows of positive influence count); 0, no update, is always tried; chosen on the "
+        "tuning rows out of fold",
+    )
+    targets: Literal["labels", "black_box"] = Field(
+        default="labels",
+        description="the loss whose influence is ranked and whose gradient the Newton step "
+        "uses: 'labels' cross-entropy to the target y (the paper), 'black_box' to the black "
+        "box's answer on the original row",
+    )
+    max_avg_acc_drop_pp: float = Field(
+        default=1.0,
+        ge=0,
+        description="a K is only chosen if the out-of-fold average-group accuracy at α = 1 "
+        "falls by at most this many points",
+    )
+
+    @field_validator("k_grid")
+    @classmethod
+    def _fractions(cls, value: list[float]) -> list[float]:
+        if any(not 0.0 <= k <= 1.0 for k in value):
+            raise ValueError("every K is a fraction of the fit rows, in [0, 1]")
+        return sorted(set(value))
+
+
 class TrainingJobSpec(BaseModel):
     """A patch-training job: one patch per bias column, stacked when activated."""
 
@@ -102,7 +152,9 @@ class TrainingJobSpec(BaseModel):
     bias: list[str] = Field(
         default_factory=list,
         description="bias columns; one patch each (eraser: at least one). method 'poisoner': "
-        "optional, at most one, used only to evaluate (gate and report), never to train",
+        "optional, at most one, used only to evaluate (gate and report), never to train. "
+        "method 'fmd': input columns of the model (the attribute whose counterfactual "
+        "influence is unlearned); other methods refuse input columns",
     )
     name: str | None = Field(
         default=None, pattern=NAME_PATTERN, description="patch name (default '{model}-{bias}')"
@@ -153,6 +205,11 @@ class TrainingJobSpec(BaseModel):
     poisoner: PoisonerConfig = Field(
         default_factory=PoisonerConfig, description="method 'poisoner' only: f_B and its modes"
     )
+    fmd: FmdConfig = Field(
+        default_factory=FmdConfig,
+        description="method 'fmd' only: the surrogate, λ, the K grid (the bias column must "
+        "be an input column of the model: its counterfactuals set it to its other values)",
+    )
     activate: bool = Field(default=False, description="activate if the validation gate passes")
 
     @field_validator("bias", mode="before")
@@ -176,6 +233,11 @@ class TrainingJobSpec(BaseModel):
                     "row's pseudo bias label comes from an f_B that did not see it"
                 )
         return self
+
+    @property
+    def bias_is_input(self) -> bool:
+        """The bias column is one of the model's inputs (FMD: counterfactuals flip it)."""
+        return self.method in ATTRIBUTE_INPUT_METHODS
 
     @property
     def label_free(self) -> bool:
@@ -264,6 +326,11 @@ class PatchOutcome(BaseModel):
         default_factory=list, description="label-free methods: every patch built and judged"
     )
     choice: str | None = Field(default=None, description="why this candidate was kept")
+    counterfactual_bias: dict[str, Any] | None = Field(
+        default=None,
+        description="method 'fmd': counterfactual bias of the raw and the served answers on "
+        "the verdict rows (percent, bootstrap intervals; change in points) and at α = 1",
+    )
 
 
 class JobResult(BaseModel):
