@@ -27,8 +27,28 @@ from bench.quality.gate_stats import gate_stats
 from bench.quality.markdown import plot_paths, write_markdown
 from bench.quality.outer_cv import outer_summary
 from bench.quality.plots import plot_setting
-from bench.quality.protocol import SETTINGS, Run, evaluate, evaluate_outer, plan, plan_outer
-from bench.quality.results import aggregate, for_json, targets
+from bench.quality.poisoner_retrain import supported as retrain_supported
+from bench.quality.protocol import (
+    LABEL_FREE_ROWS,
+    SETTINGS,
+    LabelFreeRun,
+    Run,
+    evaluate,
+    evaluate_label_free,
+    evaluate_outer,
+    evaluate_retrain,
+    plan,
+    plan_label_free,
+    plan_outer,
+)
+from bench.quality.results import (
+    aggregate,
+    aggregate_label_free,
+    for_json,
+    label_free_targets,
+    merge_rows,
+    targets,
+)
 from bench.quality.stacked import (
     StackRun,
     evaluate_stacked,
@@ -41,6 +61,11 @@ from blackbox.onnx_model import write_onnx_model
 from deploy.local.processes import ROOT
 
 RESULTS = ROOT / "bench" / "results"
+QUICK_LABEL_FREE = ("poisoner_eraser",)  # --quick: one label-free job on COMPAS
+# The label-free rows' settings by default: the tabular ones. On the image settings each
+# Poisoner job takes 5–7 min on 2 cores (1,500 f_B steps × 4 folds of the CNN), which would
+# add over an hour to the run; ``--poisoner-settings`` adds them.
+LABEL_FREE_SETTINGS = ("compas", "adult")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -62,6 +87,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "settings (--quick skips them)",
     )
     p.add_argument(
+        "--no-poisoner",
+        dest="poisoner",
+        action="store_false",
+        help="skip the label-free rows (the Poisoner's jobs and the poisoner_retrain "
+        "laboratory row)",
+    )
+    p.add_argument(
+        "--poisoner-rows",
+        default=",".join(LABEL_FREE_ROWS),
+        help=f"which label-free jobs to run, any of {list(LABEL_FREE_ROWS)} (--quick: "
+        f"{','.join(QUICK_LABEL_FREE)})",
+    )
+    p.add_argument(
+        "--poisoner-settings",
+        default=",".join(LABEL_FREE_SETTINGS),
+        help="the settings that get the label-free rows (of those run)",
+    )
+    p.add_argument(
         "--markdown-only",
         action="store_true",
         help="measure nothing: rewrite the BENCHMARKS.md section from the folder's quality.json",
@@ -69,12 +112,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.seeds, args.settings, args.outer = 1, "compas", False
+        args.poisoner_rows = ",".join(QUICK_LABEL_FREE)
         args.out = args.out or RUN_DIR / "quick"
     args.out = args.out or RESULTS
     args.settings = [s.strip() for s in args.settings.split(",") if s.strip()]
     unknown = [s for s in args.settings if s not in SETTINGS]
     if unknown:
         p.error(f"unknown setting(s) {unknown}; choose from {list(SETTINGS)}")
+    args.poisoner_rows = tuple(r.strip() for r in args.poisoner_rows.split(",") if r.strip())
+    args.poisoner_settings = {s.strip() for s in args.poisoner_settings.split(",") if s.strip()}
+    if args.poisoner_settings - set(SETTINGS):
+        p.error(f"unknown setting(s) in --poisoner-settings; choose from {list(SETTINGS)}")
+    if set(args.poisoner_rows) - set(LABEL_FREE_ROWS):
+        p.error(f"unknown label-free row(s) in {args.poisoner_rows}; choose from "
+                f"{list(LABEL_FREE_ROWS)}")  # fmt: skip
     return args
 
 
@@ -89,9 +140,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs = plan(args.settings, seeds, DATA_DIR)  # the vendored bench/data
     outer = plan_outer(args.settings, seeds, DATA_DIR) if args.outer else []
     stacked = plan_stacked(args.settings, seeds, DATA_DIR) if args.outer else []
+    label_free, retrain = _plan_label_free(args, runs)
     phases = {"deployed_models": _deploy(runs + outer)}
     t0 = time.perf_counter()
-    measured = _measure(runs, outer, stacked)
+    measured = _measure(runs, outer, stacked, label_free, retrain)
     phases["jobs_and_predictions"] = time.perf_counter() - t0
     res = _report(args, measured, phases, time.perf_counter() - started)
     print(f"results: {args.out / 'quality.json'}")
@@ -100,6 +152,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              for k, v in checks.items())  # fmt: skip
         print(f"  {dataset}: {verdicts}")
     return res
+
+
+def _plan_label_free(args: argparse.Namespace, runs: list[Run]) -> tuple[list[LabelFreeRun],
+                                                                        list[Run]]:  # fmt: skip
+    """The label-free jobs (``--poisoner-rows``) and the laboratory retraining (vanilla model,
+    full calibration set); ``--quick``: the ``poisoner_eraser`` job alone, no retraining;
+    ``--no-poisoner``: none."""
+    if not args.poisoner:
+        return [], []
+    runs = [r for r in runs if r.setting in args.poisoner_settings]
+    label_free = plan_label_free(runs, args.poisoner_rows)
+    if args.quick:
+        return label_free, []
+    vanilla = [r for r in runs if r.variant == "vanilla" and r.calibration == "full"
+               and retrain_supported(r.task)]  # fmt: skip
+    return label_free, vanilla
 
 
 def _deploy(runs: list[Run]) -> float:
@@ -115,11 +183,19 @@ def _deploy(runs: list[Run]) -> float:
     return time.perf_counter() - started
 
 
-def _measure(runs: list[Run], outer: list[Run], stacked: list[StackRun]) -> dict[str, list]:
+def _measure(
+    runs: list[Run],
+    outer: list[Run],
+    stacked: list[StackRun],
+    label_free: list[LabelFreeRun] | None = None,
+    retrain: list[Run] | None = None,
+) -> dict[str, list]:
     """Queue every job at once (the workers train the next while this process measures the
-    last), then measure the runs in order: the fixed-split runs, the outer folds, the stacks.
-    ``{"fixed" | "outer" | "stacked": records}``."""
-    models = [r.model() for r in [*runs, *outer, *stacked]]
+    last), then measure the runs in order: the fixed-split runs, the outer folds, the stacks,
+    the label-free jobs. The laboratory retraining runs here while the workers train.
+    ``{"fixed" | "outer" | "stacked" | "label_free" | "retrain": records}``."""
+    label_free, retrain = label_free or [], retrain or []
+    models = [r.model() for r in [*runs, *outer, *stacked, *label_free]]
     with running_system(models, RUN_DIR / "models") as system:
         gw = Gateway(system.gateway_url)
         try:
@@ -127,8 +203,13 @@ def _measure(runs: list[Run], outer: list[Run], stacked: list[StackRun]) -> dict
                 *(("fixed", r, _submit(gw, r), evaluate) for r in runs),
                 *(("outer", r, _submit(gw, r), evaluate_outer) for r in outer),
                 *(("stacked", r, submit_stacked(gw, r), evaluate_stacked) for r in stacked),
+                *(("label_free", r, _submit(gw, r), evaluate_label_free) for r in label_free),
             ]
-            done: dict[str, list] = {"fixed": [], "outer": [], "stacked": []}
+            done: dict[str, list] = {"fixed": [], "outer": [], "stacked": [], "label_free": []}
+            done["retrain"] = [
+                evaluate_retrain(r, RUN_DIR / "cache")
+                for r in tqdm(retrain, desc="poisoner_retrain (laboratory)", unit="model")
+            ]
             for kind, run, url, measure in tqdm(queued, desc="jobs + test predictions",
                                                 unit="run"):  # fmt: skip
                 done[kind].append(measure(gw, run, url))
@@ -138,18 +219,22 @@ def _measure(runs: list[Run], outer: list[Run], stacked: list[StackRun]) -> dict
 
 
 def _submit(gw: Gateway, run: Run) -> str:
-    return gw.submit(run.gateway_model, run.task, run.calib, run.seed)
+    fields = run.spec_fields() if isinstance(run, LabelFreeRun) else {}
+    return gw.submit(run.gateway_model, run.task, run.calib, run.seed, **fields)
 
 
 def _report(
     args: argparse.Namespace, measured: dict[str, list], phases: dict[str, float], wall_s: float
 ) -> dict[str, Any]:
     results, outer, stacked = measured["fixed"], measured["outer"], measured["stacked"]
+    label_free, retrain = measured.get("label_free", []), measured.get("retrain", [])
     summary = aggregate(results)
+    label_free_rows, label_free_details = aggregate_label_free(label_free, retrain)
+    summary = merge_rows(summary, label_free_rows)
     command = "python -m bench.quality --quick" if args.quick else "make bench-quality"
     res: dict[str, Any] = {
         **for_json(summary),
-        "_targets": targets(summary),
+        "_targets": targets(summary) | label_free_targets(summary, label_free, results),
         "_meta": {
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "cores": os.cpu_count(),
@@ -162,6 +247,12 @@ def _report(
         "_runs": [_run_record(r) for r in results],
     }
     res["_gate"] = {"this_run": gate_stats(res["_runs"])}
+    if label_free or retrain:
+        res["_label_free"] = {
+            "settings": label_free_details,
+            "runs": [_label_free_record(r) for r in label_free],
+            "retrain": [_label_free_record(r) for r in retrain],
+        }
     if outer:
         res["_outer_cv"] = outer_summary(outer)
     if stacked:
@@ -207,6 +298,14 @@ def _run_record(run: dict[str, Any]) -> dict[str, Any]:
     kept = {k: v for k, v in run.items() if k not in dropped}
     why = run["reason"].split(" (", 1)[0]  # "validated", "not enough evidence", a failed criterion
     return kept | {"rows": rows, "tuning": tuning, "verdict": verdict | {"why": why}}
+
+
+def _label_free_record(run: dict[str, Any]) -> dict[str, Any]:
+    """A label-free job or retraining as ``quality.json`` keeps it: its rows' headline numbers
+    (per-group accuracies are in the summary)."""
+    headline = ("avg", "worst", "eo", "accuracy", "agreement")
+    rows = {k: {m: round(v[m], 2) for m in headline if m in v} for k, v in run["rows"].items()}
+    return run | {"rows": rows}
 
 
 if __name__ == "__main__":

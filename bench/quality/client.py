@@ -53,10 +53,11 @@ class Gateway:
     def close(self) -> None:
         self.http.close()
 
-    def submit(self, model: str, task: Task, table: Table, seed: int) -> str:
-        """Upload a calibration set; the job activates the patch if it passes the gate."""
+    def submit(self, model: str, task: Task, table: Table, seed: int, **fields: Any) -> str:
+        """Upload a calibration set; the job activates the patch if it passes the gate.
+        ``fields``: more of the spec (``method``, ``poisoner``, ...)."""
         spec = {"model": model, "target": task.target_name, "bias": [task.bias_name],
-                "seed": seed, "activate": True}  # fmt: skip
+                "seed": seed, "activate": True, **fields}  # fmt: skip
         r = self.http.post(
             "/patches",
             headers=ADMIN,
@@ -68,6 +69,12 @@ class Gateway:
 
     def job(self, status_url: str) -> dict[str, Any]:
         r = self.http.get(status_url, headers=ADMIN)
+        _check(r)
+        return r.json()
+
+    def report(self, name: str, version: int) -> dict[str, Any]:
+        """A registered version's training report (JSON)."""
+        r = self.http.get(f"/patches/{name}/versions/{version}/report", headers=ADMIN)
         _check(r)
         return r.json()
 

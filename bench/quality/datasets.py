@@ -286,12 +286,18 @@ def cmnist_task(
     data_dir: Path = DATA_DIR,
     rho_train: float = RHO_TRAIN,
     rho_calib: float | None = None,
+    augmented: bool = False,
 ) -> Task:
     """Colored MNIST from mnist_5k: 1,000 test digits (100 per class, fixed), each shown in all
     ten colours (10,000 images: 100 per (digit, colour) group, so worst-group and EO figures
     are stable); the other 4,000 split 5/6 : 1/6 by ``seed``. Training colours follow
     ``rho_train``; calibration colours ``rho_calib`` (default: the same as training — the
-    paper's protocol, where the calibration set is part of the biased training data)."""
+    paper's protocol, where the calibration set is part of the biased training data).
+
+    ``augmented``: the dataset is ``cmnist_aug`` and the task also keeps the deployed model's
+    grey training digits (``notes["train_gray"]``), which ``deployed.train`` augments and
+    colours afresh every epoch (``bench.quality.augment``); the splits, the calibration and
+    test sets and the ``train`` table are exactly those of the same seed without it."""
     gray, y = load_mnist(data_dir)
     outer = split(len(y), seed=0, fractions=(0.8, 0.0, 0.2), strata=y)
     rng = np.random.default_rng(seed)
@@ -308,8 +314,16 @@ def cmnist_task(
     test_idx = outer.test
     every = np.repeat(np.arange(10), len(test_idx))
     test = _coloured_table(np.tile(gray[test_idx], (10, 1, 1)), np.tile(y[test_idx], 10), every)
+    notes: dict[str, object] = {
+        "rho_train": rho_train,
+        "rho_calib": rho_c,
+        "colouring": "background",
+        "paired_test": True,
+    }
+    if augmented:
+        notes["train_gray"] = gray[train_idx]
     return Task(
-        dataset="cmnist",
+        dataset="cmnist_aug" if augmented else "cmnist",
         train=train,
         calib=calib,
         small_calib=small,
@@ -320,10 +334,5 @@ def cmnist_task(
         bias_name="colour",
         feature_names=None,
         input_shape=(3, 28, 28),
-        notes={
-            "rho_train": rho_train,
-            "rho_calib": rho_c,
-            "colouring": "background",
-            "paired_test": True,
-        },
+        notes=notes,
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.markdown import replace_section
+from bench.quality.label_free_markdown import is_label_free, label_free_section
 from bench.quality.outer_markdown import outer_section
 from bench.quality.protocol import SETTINGS
 from bench.quality.results import PAPER
@@ -79,10 +80,20 @@ def section(res: dict[str, Any], plots: dict[str, str]) -> str:
         "", *_summary(res), "", *_targets(res["_targets"], runs), "",
         *_gate_record(res.get("_gate")),
     ]  # fmt: skip
+    label_free = res.get("_label_free", {})
     for key in SETTINGS:
         if key in res:
             checks = res["_targets"].get(key, {})
-            lines += _setting(key, res[key], plots.get(key), _of(runs, setting=key), checks)
+            eraser_rows = {k: v for k, v in res[key].items() if not is_label_free(k)}
+            lines += _setting(key, eraser_rows, plots.get(key), _of(runs, setting=key), checks)
+            lines += label_free_section(
+                key,
+                SETTINGS[key].title,
+                res[key],
+                label_free.get("settings", {}).get(key),
+                _of(label_free.get("runs", []), setting=key),
+                res["_targets"].get(f"{key}, label-free", {}),
+            )
     lines += outer_section(res.get("_outer_cv"), {k: s.title for k, s in SETTINGS.items()},
                            METHOD_LABELS | {"candidate": "Eraser, the job's patch (served or not)"},
                            {k: res.get(k, {}).get("vanilla.raw", {}).get("eo_floor")
@@ -125,7 +136,7 @@ def _targets(checks: dict[str, dict[str, Any]], runs: Runs) -> list[str]:
         own = _of(runs, setting=dataset, variant="vanilla", calibration="full")
         parts = []
         for name, c in items.items():
-            seeds = [_target_value(name, run) for run in own]
+            seeds = c.get("per_seed") or [_target_value(name, run) for run in own]
             each = f" (per seed {' / '.join(f'{v:.2f}' for v in seeds)})" if seeds else ""
             verdict = "met" if c["met"] else "**missed**"
             parts.append(f"{_pretty(name)}: {c['value']:.2f}{each} — {verdict}")
@@ -471,7 +482,8 @@ def _protocol(meta: dict[str, Any]) -> list[str]:
         "= multi-task with a second head predicting the bias attribute. Patches: the job's "
         "defaults (`TrainingJobSpec`), the seed set to the run's seed; α = 1 rows re-weight the "
         "served stack (`PUT /models/{m}/stack`) and ask again; ThresholdOptimizer is fitted on "
-        "the black box's answers for the same calibration set.",
+        "the black box's answers for the same calibration set."
+        + (_augmented_protocol() if "cmnist_aug" in meta.get("settings", ()) else ""),
         "",
         "Reproduce: `make bench-quality` (quick check: `python -m bench.quality --quick`, one "
         "seed, COMPAS only; a subset: `python -m bench.quality --settings compas,adult --seeds "
@@ -482,6 +494,18 @@ def _protocol(meta: dict[str, Any]) -> list[str]:
         "training rows and settings).",
         "",
     ]
+
+
+def _augmented_protocol() -> str:
+    """How the ``cmnist_aug`` setting departs from the plain Colored MNIST protocol."""
+    return (
+        " The augmented Colored MNIST setting departs from the plain mnist_5k protocol in the "
+        "deployed model's training only: every epoch each grey training digit is randomly "
+        "shifted, rotated, scaled and elastically deformed, then given a background colour "
+        "drawn afresh at ρ = 0.99 (a new sample of the same biased distribution each epoch), "
+        "for a CNN 8-16-64 trained 150 epochs; its splits, calibration and test sets are the "
+        "plain setting's, with calibration colours uniform."
+    )
 
 
 # --- helpers --------------------------------------------------------------------------------

@@ -59,6 +59,14 @@ SETTINGS: dict[str, Setting] = {
             variants=("vanilla",),
             calibrations=("full",),
         ),
+        Setting(
+            "cmnist_aug",
+            "Colored MNIST, ρ = 0.99, deployed model trained on augmented digits, calibration "
+            "colours uniform (bias: background colour)",
+            lambda seed, data_dir: cmnist_task(seed, data_dir, rho_calib=0.1, augmented=True),
+            variants=("vanilla",),
+            calibrations=("full",),
+        ),
     )
 }
 
@@ -235,4 +243,128 @@ def evaluate_outer(gw: Gateway, run: Run, status_url: str) -> dict[str, Any]:
         "y": task.test.y,
         "b": task.test.b,
         "pred": pred,
+    }
+
+
+# --- label-free rows: the Poisoner's jobs (method "poisoner") -------------------------------
+
+# One job per row, each on its own gateway model (the deployed model's, renamed like the small
+# calibration set's), with the spec's ``poisoner`` knobs below. One candidate per job, so no row
+# gets the job's choice between two: ``poisoner`` serves the tempered log f_B, ``poisoner_eraser``
+# the Eraser on f_B's predicted class, and ``gce`` is ``poisoner_eraser`` with an f_B trained by
+# generalized cross-entropy instead of guided poisoning (the ablation: the same serving mode, so
+# the only difference is how f_B was trained; the pseudo-bias Eraser depends on f_B only
+# through b̂, i.e. through how well f_B found the bias).
+LABEL_FREE_SPECS: dict[str, dict[str, Any]] = {
+    "poisoner": {"candidates": ["poisoner"]},
+    "poisoner_eraser": {"candidates": ["poisoner-eraser"]},
+    "gce": {"candidates": ["poisoner-eraser"], "loss": "gce"},
+}
+LABEL_FREE_ROWS = tuple(LABEL_FREE_SPECS)
+
+
+@dataclass(frozen=True)
+class LabelFreeRun(Run):
+    """A label-free job on the vanilla deployed model with the full calibration set. The bias
+    column is uploaded and named in the spec for evaluation only: the job trains on x and y,
+    and its α rule and gate use the true groups (the label-free gate over pseudo-groups y × b̂
+    is the jobs' own tests' business)."""
+
+    row: str = "poisoner"
+
+    @property
+    def gateway_model(self) -> str:
+        return f"{self.deployed}-{self.row.replace('_', '-')}"
+
+    def spec_fields(self) -> dict[str, Any]:
+        return {"method": "poisoner", "poisoner": LABEL_FREE_SPECS[self.row]}
+
+
+def plan_label_free(runs: list[Run], rows: tuple[str, ...] = LABEL_FREE_ROWS) -> list[LabelFreeRun]:
+    """The label-free jobs for the planned runs' vanilla models (full calibration set)."""
+    return [
+        LabelFreeRun(r.setting, r.variant, r.calibration, r.seed, r.task, r.fold, row)
+        for r in runs
+        if r.variant == "vanilla" and r.calibration == "full" and r.fold is None
+        for row in rows
+    ]
+
+
+def evaluate_label_free(gw: Gateway, run: LabelFreeRun, status_url: str) -> dict[str, Any]:
+    """The served patch (``POST /predict``) and the job's patch replayed offline (served or
+    not) on the test split, the gate's verdict and the report's bias-discovery figures."""
+    job = wait_for_job(lambda: gw.job(status_url), timeout_s=1800, poll_s=0.2)
+    result = job["result"]
+    patch = result["patches"][0]
+    task, model = run.task, run.gateway_model
+    if (revision := result["stack_revision"]) is not None:
+        gw.wait_served(model, revision)
+    served = gw.predict(model, task.classes, task.test.X)
+    candidate = candidate_probs(patch, run.model_config(), task.test.X, served.raw, PREFIX)
+    rows = {
+        "raw": _metrics(task, served.raw),
+        run.row: _metrics(task, served.fair),  # the raw model's where the gate rejected
+        f"{run.row}_candidate": _metrics(task, candidate),
+    }
+    if patch["activated"]:
+        rows[f"{run.row}_candidate"]["agreement"] = _agreement(candidate, served.fair)
+    report = gw.report(patch["name"], patch["version"])
+    label_free = report.get("label_free", {})
+    discovery = label_free.get("bias_discovery", {})
+    return {
+        "setting": run.setting,
+        "variant": run.variant,
+        "calibration": run.calibration,
+        "seed": run.seed,
+        "row": run.row,
+        "spec": run.spec_fields(),
+        "calibration_rows": len(run.calib),
+        "kind": patch.get("kind"),
+        "groups": patch.get("groups"),
+        "alpha": patch["alpha"],
+        "status": patch["status"],
+        "reason": patch["reason"],
+        "activated": patch["activated"],
+        "job_s": round(sum(result["timings_s"].values()), 2),
+        "timings_s": result["timings_s"],
+        "verdict": {
+            "rows": patch["evidence"]["rows"],
+            **{
+                f"{m}_change": [round(change[m][k], 2) for k in ("estimate", "low", "high")]
+                for m in ("eo_bias", "accuracy", "avg_group_acc", "worst_group_acc")
+                if m in (change := patch["evidence"]["change"])
+            },
+        },
+        "temperatures": label_free.get("biased_model", {}).get("temperatures"),
+        "bias_discovery": {
+            part: {k: v for k, v in values.items() if k != "mapping"}
+            for part, values in discovery.items()
+            if isinstance(values, dict)
+        },
+        "rows": rows,
+    }
+
+
+def evaluate_retrain(run: Run, cache: Path | None) -> dict[str, Any]:
+    """The ``poisoner_retrain`` laboratory row: the deployed architecture retrained on its own
+    training split the Poisoner's way (``poisoner_retrain``), test decisions computed here."""
+    from bench.quality.poisoner_retrain import ROW, retrain_decisions
+
+    pred, info = retrain_decisions(run.task, run.seed, cache)
+    test = run.task.test
+    row = row_metrics(test.y, pred, test.b)
+    row["laboratory"] = True
+    plain = row_metrics(test.y, info.pop("without_gifl_pred"), test.b)
+    info["without_gifl"] = {
+        m: round(float(plain[m]), 2) for m in ("avg", "worst", "eo", "accuracy")
+    }
+    return {
+        "setting": run.setting,
+        "variant": run.variant,
+        "calibration": "training split",
+        "calibration_rows": None,  # no calibration set: the deployed model's training rows
+        "seed": run.seed,
+        "row": ROW,
+        **info,
+        "rows": {ROW: row},
     }

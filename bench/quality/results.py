@@ -15,6 +15,10 @@ import numpy as np
 
 ROWS = ("raw", "eraser", "eraser_tuned", "linearpost_blind", "linearpost_blind_relaxed",
         "fairlearn_to", "error_parity", "error_parity_relaxed")  # fmt: skip
+# Label-free rows (``aggregate_label_free``): the Poisoner's served patches and the laboratory
+# retraining row; kept out of ``ROWS``, which lists what every Eraser run measures.
+LABEL_FREE = ("poisoner", "poisoner_eraser", "gce", "poisoner_retrain")
+ORDER = (*ROWS, *LABEL_FREE)
 METRICS = ("avg", "worst", "eo", "accuracy", "eod_fairlearn", "dpd_fairlearn", "eo_floor")
 
 # The paper's own numbers (Table I(e) and Table II): avg-group, worst-group, EO bias.
@@ -58,7 +62,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
 def _order(key: str) -> tuple[int, int, int]:
     """Vanilla before unfair, full calibration before small, then raw → Eraser → peer."""
     parts = key.split(".")
-    return (("vanilla", "unfair").index(parts[0]), len(parts), ROWS.index(parts[-1]))
+    return (("vanilla", "unfair").index(parts[0]), len(parts), ORDER.index(parts[-1]))
 
 
 def _summary(key: str, samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -126,3 +130,180 @@ def for_json(summary: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[st
         }
         for setting, rows in summary.items()
     }
+
+
+# --- label-free rows ------------------------------------------------------------------------
+
+DISCOVERY = ("misclassified_pct", "conflicting_pct", "precision_pct", "recall_pct",
+             "agreement_pct", "agreement_of_y_pct")  # fmt: skip
+ACC_TOLERANCE_PP = 5.0  # the gate's default max_acc_drop_pp
+
+
+def aggregate_label_free(
+    runs: list[dict[str, Any]], retrains: list[dict[str, Any]]
+) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, dict[str, Any]]]:
+    """The label-free jobs (``protocol.evaluate_label_free``) and the laboratory retraining
+    (``protocol.evaluate_retrain``) over seeds: the served rows, ``{setting: {"vanilla.poisoner":
+    summary, ...}}`` (to merge into ``aggregate``'s summary), and per setting the details:
+    each job's patch replayed offline (``candidate``), f_B's bias discovery (``bias_discovery``:
+    the jobs' out-of-fold figures on their tuning rows, and the retraining f_B's on the training
+    split), the jobs' times, and the laboratory row retrained without the focal part
+    (``retrain_without_gifl``)."""
+    rows: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    details: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"candidate": {}, "bias_discovery": {}, "job_s": {}}
+    )
+    by_row: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for run in [*runs, *retrains]:
+        by_row[(run["setting"], run["row"])].append(run)
+    for (setting, row), own in by_row.items():
+        own = sorted(own, key=lambda r: r["seed"])
+        key = f"{own[0]['variant']}.{row}"
+        rows[setting][key] = [r["rows"][row] | {"_run": r} for r in own]
+        if f"{row}_candidate" in own[0]["rows"]:
+            samples = [r["rows"][f"{row}_candidate"] | {"_run": r} for r in own]
+            replayed = _summary(key, samples)
+            if len(replayed["groups"]) > MAX_GROUPS_STORED:
+                del replayed["groups"]
+            details[setting]["candidate"][row] = replayed
+        if "job_s" in own[0]:
+            details[setting]["job_s"][row] = [r["job_s"] for r in own]
+        if "without_gifl" in own[0]:  # the laboratory row's Eq. 9 diagnostic (γ = 0)
+            details[setting]["retrain_without_gifl"] = _mean_std(
+                [r["without_gifl"] for r in own], ("avg", "worst", "eo", "accuracy")
+            )
+        discovery = [_discovery_of(r) for r in own]
+        details[setting]["bias_discovery"][row] = _mean_std([d for d in discovery if d], DISCOVERY)
+    summary: dict[str, dict[str, dict[str, Any]]] = {}
+    for setting, keyed in rows.items():
+        summary[setting] = {}
+        for key, samples in keyed.items():
+            out = _summary(key, samples)
+            runs_ = [s["_run"] for s in samples]
+            if "status" in runs_[0]:  # a served patch: the gate's verdicts and α per seed
+                out["rejected_by_gate"] = sum(r["status"] != "validated" for r in runs_)
+                out["alpha"] = [r["alpha"] for r in runs_]
+                out["calibration_rows"] = runs_[0]["calibration_rows"]
+            else:  # the laboratory row: trained on the deployed model's training split
+                out["laboratory"] = True
+                out["training_rows"] = runs_[0]["training_rows"]
+                out["calibration_rows"] = None
+            out["label_free"] = True
+            summary[setting][key] = out
+    return summary, dict(details)
+
+
+def _discovery_of(run: dict[str, Any]) -> dict[str, Any] | None:
+    """A run's bias-discovery figures: a job's out-of-fold ones on its tuning rows, or the
+    retraining f_B's on the training split."""
+    discovery = run.get("bias_discovery") or {}
+    return discovery.get("tuning_out_of_fold", discovery if "rows" in discovery else None)
+
+
+def _mean_std(samples: list[dict[str, Any]], metrics: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {"n": len(samples)}
+    for metric in metrics:
+        values = [s[metric] for s in samples if s.get(metric) is not None]
+        if values:
+            out[metric] = round(float(np.mean(values)), 2)
+            out[f"{metric}_std"] = (
+                round(float(np.std(values, ddof=1)), 2) if len(values) > 1 else 0.0
+            )
+    return out
+
+
+def merge_rows(
+    summary: dict[str, dict[str, dict[str, Any]]], extra: dict[str, dict[str, dict[str, Any]]]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """``summary`` with ``extra``'s rows added to their settings, in table order."""
+    merged = {}
+    for setting in {**summary, **extra}:
+        rows = {**summary.get(setting, {}), **extra.get(setting, {})}
+        merged[setting] = {key: rows[key] for key in sorted(rows, key=_order)}
+    return merged
+
+
+def label_free_targets(
+    summary: dict[str, dict[str, dict[str, Any]]],
+    runs: list[dict[str, Any]],
+    eraser_runs: list[dict[str, Any]] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The issue's label-free targets (vanilla model, served patches), each row on its own:
+    on COMPAS worst-group within 2 points of the Eraser's (α chosen) and EO bias at least 50 %
+    below raw; on Colored MNIST ρ = 0.9 worst-group ≥ 35; and no validated label-free patch
+    losing more than the gate's accuracy tolerance on the test split. Each check also keeps
+    its value per seed (``per_seed``; ``runs`` the label-free jobs, ``eraser_runs`` the
+    Eraser's, for the COMPAS comparison)."""
+    checks: dict[str, dict[str, Any]] = {}
+    own = _by_seed(runs)
+    eraser = {
+        r["seed"]: r
+        for r in eraser_runs or []
+        if r["setting"] == "compas" and r["variant"] == "vanilla" and r["calibration"] == "full"
+    }
+    rows = summary.get("compas", {})
+    raw, fair = rows.get("vanilla.raw"), rows.get("vanilla.eraser_tuned")
+    compas = {}
+    for row in ("poisoner", "poisoner_eraser"):
+        served = rows.get(f"vanilla.{row}")
+        if served is None or raw is None or fair is None:
+            continue
+        per_row = own.get(("compas", row), {})
+        runs_ = [(per_row[s], eraser[s]) for s in sorted(per_row) if s in eraser]
+        gap = served["worst"] - fair["worst"]
+        compas[f"{row} worst >= eraser_tuned - 2"] = check(gap, gap >= -2.0) | {
+            "per_seed": [
+                _r2(lf["rows"][row]["worst"] - er["rows"]["eraser_tuned"]["worst"])
+                for lf, er in runs_
+            ]
+        }
+        reduction = _reduction(raw["eo"], served["eo"])
+        compas[f"{row} eo reduced >= 50%"] = check(reduction, reduction >= 50.0) | {
+            "per_seed": [
+                _r2(_reduction(lf["rows"]["raw"]["eo"], lf["rows"][row]["eo"])) for lf, _ in runs_
+            ]
+        }
+    if compas:
+        checks["compas, label-free"] = compas
+    rows = summary.get("cmnist_rho90", {})
+    rho90 = {}
+    for row in ("poisoner", "poisoner_eraser"):
+        if (worst := rows.get(f"vanilla.{row}", {}).get("worst")) is None:
+            continue
+        per_seed = own.get(("cmnist_rho90", row), {})
+        rho90[f"{row} worst >= 35"] = check(worst, worst >= 35.0) | {
+            "per_seed": [_r2(per_seed[s]["rows"][row]["worst"]) for s in sorted(per_seed)]
+        }
+    if rho90:
+        checks["cmnist_rho90, label-free"] = rho90
+    if runs:
+        drops: dict[int, float] = {}
+        validated = [r for r in runs if r.get("status") == "validated"]
+        for r in runs:
+            drops.setdefault(r["seed"], 0.0)
+        for r in validated:
+            drop = r["rows"]["raw"]["accuracy"] - r["rows"][r["row"]]["accuracy"]
+            drops[r["seed"]] = max(drops[r["seed"]], drop)
+        worst_drop = max(drops.values())
+        name = f"validated patches' largest accuracy drop <= {ACC_TOLERANCE_PP:g}"
+        checks["label-free, every setting"] = {
+            name: check(worst_drop, worst_drop <= ACC_TOLERANCE_PP)
+            | {"per_seed": [_r2(drops[s]) for s in sorted(drops)], "validated": len(validated)}
+        }
+    return checks
+
+
+def _by_seed(runs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
+    out: dict[tuple[str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
+    for r in runs:
+        out[(r["setting"], r["row"])][r["seed"]] = r
+    return out
+
+
+def _reduction(before: float, after: float) -> float:
+    """How far (%) ``after`` lies below ``before`` (0 when ``before`` is 0)."""
+    return 100 * (1 - after / before) if before else 0.0
+
+
+def _r2(value: float) -> float:
+    return round(float(value), 2)

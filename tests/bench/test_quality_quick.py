@@ -34,6 +34,7 @@ def test_quick_quality_run_debiases_compas_through_the_service(tmp_path) -> None
     compas = res["compas"]
     expected = {f"{v}.{r}" for v in ("vanilla", "unfair") for r in ROWS}
     expected |= {f"{v}.small.{r}" for v in ("vanilla", "unfair") for r in ROWS[1:]}
+    expected |= {"vanilla.poisoner_eraser"}  # the one label-free job of --quick
     assert set(compas) == expected
     for row in compas.values():
         assert row["n"] == 1
@@ -53,6 +54,16 @@ def test_quick_quality_run_debiases_compas_through_the_service(tmp_path) -> None
         assert 0 < run["verdict"]["rows"] < run["calibration_rows"]
         low, estimate, high = (run["verdict"]["eo_bias_change"][i] for i in (1, 0, 2))
         assert low <= estimate <= high
+    label_free = res["_label_free"]["runs"]
+    assert [(r["row"], r["kind"]) for r in label_free] == [("poisoner_eraser", "poisoner-eraser")]
+    job = label_free[0]
+    assert job["status"] in {"validated", "rejected"} and job["calibration_rows"] == 704
+    discovery = job["bias_discovery"]["tuning_out_of_fold"]  # the report's, bias column scored
+    assert 0 <= discovery["precision_pct"] <= 100 and 0 <= discovery["agreement_pct"] <= 100
+    if job["activated"]:  # the offline replay computes what the gateway served
+        assert job["rows"]["poisoner_eraser_candidate"]["agreement"] >= 99.0
+    assert compas["vanilla.poisoner_eraser"]["label_free"] is True
+    assert "label-free, every setting" in res["_targets"]
     assert (out / "quality_compas.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (ROOT / "BENCHMARKS.md").read_bytes() == markdown_before  # quick runs never publish
     with redis.Redis() as client:
