@@ -58,7 +58,7 @@ from bench.quality.deployed import TRAIN_CONFIGS, build, model_key
 from patch_training.nets.poisoned import BiasedModelConfig
 
 ROW = "poisoner_retrain"
-VERSION = 1  # bump when the retraining changes, so cached decisions are recomputed
+VERSION = 2  # bump when the retraining changes, so cached decisions are recomputed
 MIN_GAP = 1e-6  # the smallest 1 − p̄ a group's factor divides by
 
 
