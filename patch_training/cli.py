@@ -13,14 +13,26 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from service.jobs.audits import AuditSpec
 from service.jobs.spec import METHODS, FmdConfig, JobResult, PoisonerConfig, TrainingJobSpec
 from service.settings import GatewaySettings
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+    from pydantic.fields import FieldInfo
+    from rq import Queue
+
+    from patch_training.jobs.context import JobContext
+
+M = TypeVar("M", bound="BaseModel")
+Loc = tuple[int | str, ...]  # where a validation error is: field names and indices
 
 app = typer.Typer(help="Eraser Gateway training: build debiasing patches from calibration sets.")
 train_app = typer.Typer(help="Train a patch from a calibration set (one command per method).")
@@ -50,16 +62,31 @@ FMD_OPTION_OF = {  # FmdConfig fields → their options on `eraser train fmd`
 }
 
 
-def _default(field: str) -> Any:
-    return SPEC[field].get_default(call_default_factory=True)
+def _defaults(fields: dict[str, FieldInfo]) -> dict[str, Any]:
+    """Each optional field's default, as the options' defaults (an option left out is the
+    spec's own default)."""
+    return {
+        name: info.get_default(call_default_factory=True)
+        for name, info in fields.items()
+        if not info.is_required()
+    }
 
 
-def _poisoner_default(field: str) -> Any:
-    return POISONER[field].get_default(call_default_factory=True)
+DEFAULT, POISONER_DEFAULT, FMD_DEFAULT = _defaults(SPEC), _defaults(POISONER), _defaults(FMD)
 
 
-def _fmd_default(field: str) -> Any:
-    return FMD[field].get_default(call_default_factory=True)
+# Options that several commands take, with the same meaning and help (defaults stay per use).
+ModelOption = Annotated[str, typer.Option(help="gateway model name (the settings' model table)")]
+CalibrationOption = Annotated[
+    Path, typer.Option(exists=True, dir_okay=False, help="CSV, Parquet, NPZ or zip of images")
+]
+TargetOption = Annotated[str, typer.Option(help=SPEC["target"].description)]
+ActivateOption = Annotated[bool, typer.Option(help=SPEC["activate"].description)]
+EnqueueOption = Annotated[bool, typer.Option(help="hand the job to `eraser worker`")]
+ArchOption = Annotated[str, typer.Option(help="auto | mlp | cnn | resnet18")]
+DeviceOption = Annotated[str, typer.Option(help="auto | cpu | cuda")]
+FoldsOption = Annotated[int, typer.Option(help=SPEC["folds"].description)]
+HoldoutOption = Annotated[float, typer.Option(help=SPEC["holdout_fraction"].description)]
 
 
 @app.callback()
@@ -72,24 +99,19 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logg
 
 def _train_command(method: str) -> Any:
     def command(
-        model: Annotated[str, typer.Option(help="gateway model name (the settings' model table)")],
-        calibration: Annotated[
-            Path,
-            typer.Option(exists=True, dir_okay=False, help="CSV, Parquet, NPZ or zip of images"),
-        ],
-        target: Annotated[str, typer.Option(help=SPEC["target"].description)],
+        model: ModelOption,
+        calibration: CalibrationOption,
+        target: TargetOption,
         bias: Annotated[list[str], typer.Option(help="bias column; repeat for one patch each")],
         name: Annotated[str | None, typer.Option(help=SPEC["name"].description)] = None,
-        activate: Annotated[bool, typer.Option(help=SPEC["activate"].description)] = False,
-        enqueue: Annotated[bool, typer.Option(help="hand the job to `eraser worker`")] = False,
-        arch: Annotated[str, typer.Option(help="auto | mlp | cnn | resnet18")] = _default("arch"),
-        epochs: Annotated[int, typer.Option(min=1)] = _default("epochs"),
-        seed: int = _default("seed"),
-        device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = _default("device"),
-        folds: Annotated[int, typer.Option(help=SPEC["folds"].description)] = _default("folds"),
-        holdout: Annotated[
-            float, typer.Option(help=SPEC["holdout_fraction"].description)
-        ] = _default("holdout_fraction"),
+        activate: ActivateOption = False,
+        enqueue: EnqueueOption = False,
+        arch: ArchOption = DEFAULT["arch"],
+        epochs: Annotated[int, typer.Option(min=1)] = DEFAULT["epochs"],
+        seed: int = DEFAULT["seed"],
+        device: DeviceOption = DEFAULT["device"],
+        folds: FoldsOption = DEFAULT["folds"],
+        holdout: HoldoutOption = DEFAULT["holdout_fraction"],
     ) -> None:
         fields = {
             "method": method, "model": model, "target": target, "bias": bias, "name": name,
@@ -104,12 +126,9 @@ def _train_command(method: str) -> Any:
 
 def _poisoner_command() -> Any:
     def command(
-        model: Annotated[str, typer.Option(help="gateway model name (the settings' model table)")],
-        calibration: Annotated[
-            Path,
-            typer.Option(exists=True, dir_okay=False, help="CSV, Parquet, NPZ or zip of images"),
-        ],
-        target: Annotated[str, typer.Option(help=SPEC["target"].description)],
+        model: ModelOption,
+        calibration: CalibrationOption,
+        target: TargetOption,
         bias: Annotated[
             str | None,
             typer.Option(
@@ -120,35 +139,33 @@ def _poisoner_command() -> Any:
         name: Annotated[
             str | None, typer.Option(help="patch name (default '{model}-poisoner')")
         ] = None,
-        activate: Annotated[bool, typer.Option(help=SPEC["activate"].description)] = False,
-        enqueue: Annotated[bool, typer.Option(help="hand the job to `eraser worker`")] = False,
+        activate: ActivateOption = False,
+        enqueue: EnqueueOption = False,
         steps: Annotated[int, typer.Option(min=1, help=POISONER["steps"].description)] = (
-            _poisoner_default("steps")
+            POISONER_DEFAULT["steps"]
         ),
-        p: Annotated[float, typer.Option(help=POISONER["p"].description)] = _poisoner_default("p"),
+        p: Annotated[float, typer.Option(help=POISONER["p"].description)] = POISONER_DEFAULT["p"],
         fb_batch: Annotated[int, typer.Option(help=POISONER["batch_size"].description)] = (
-            _poisoner_default("batch_size")
+            POISONER_DEFAULT["batch_size"]
         ),
         fb_loss: Annotated[str, typer.Option(help="poison | gce (f_B's training)")] = (
-            _poisoner_default("loss")
+            POISONER_DEFAULT["loss"]
         ),
         warmup: Annotated[int, typer.Option(help=POISONER["warmup_steps"].description)] = (
-            _poisoner_default("warmup_steps")
+            POISONER_DEFAULT["warmup_steps"]
         ),
         candidate: Annotated[
             list[str] | None,
             typer.Option(help="poisoner | poisoner-eraser; repeat for both (default: both)"),
         ] = None,
-        arch: Annotated[str, typer.Option(help="auto | mlp | cnn | resnet18")] = _default("arch"),
+        arch: ArchOption = DEFAULT["arch"],
         epochs: Annotated[
             int, typer.Option(min=1, help="most epochs of the poisoner-eraser's Eraser net")
-        ] = _default("epochs"),
-        seed: int = _default("seed"),
-        device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = _default("device"),
-        folds: Annotated[int, typer.Option(help=SPEC["folds"].description)] = _default("folds"),
-        holdout: Annotated[
-            float, typer.Option(help=SPEC["holdout_fraction"].description)
-        ] = _default("holdout_fraction"),
+        ] = DEFAULT["epochs"],
+        seed: int = DEFAULT["seed"],
+        device: DeviceOption = DEFAULT["device"],
+        folds: FoldsOption = DEFAULT["folds"],
+        holdout: HoldoutOption = DEFAULT["holdout_fraction"],
     ) -> None:
         poisoner: dict[str, Any] = {
             "steps": steps, "p": p, "batch_size": fb_batch, "loss": fb_loss,
@@ -173,11 +190,11 @@ def _poisoner_command() -> Any:
 
 def _fmd_command() -> Any:
     def command(
-        model: Annotated[str, typer.Option(help="gateway model name (the settings' model table)")],
+        model: ModelOption,
         calibration: Annotated[
             Path, typer.Option(exists=True, dir_okay=False, help="CSV, Parquet or NPZ")
         ],
-        target: Annotated[str, typer.Option(help=SPEC["target"].description)],
+        target: TargetOption,
         bias: Annotated[
             list[str],
             typer.Option(
@@ -186,29 +203,27 @@ def _fmd_command() -> Any:
             ),
         ],
         name: Annotated[str | None, typer.Option(help=SPEC["name"].description)] = None,
-        activate: Annotated[bool, typer.Option(help=SPEC["activate"].description)] = False,
-        enqueue: Annotated[bool, typer.Option(help="hand the job to `eraser worker`")] = False,
+        activate: ActivateOption = False,
+        enqueue: EnqueueOption = False,
         surrogate_hidden: Annotated[
             list[int] | None, typer.Option(help="surrogate hidden width; repeat per layer")
         ] = None,
         surrogate_epochs: Annotated[int, typer.Option(min=1, help=FMD["epochs"].description)] = (
-            _fmd_default("epochs")
+            FMD_DEFAULT["epochs"]
         ),
-        l2: Annotated[float, typer.Option(help=FMD["l2"].description)] = _fmd_default("l2"),
+        l2: Annotated[float, typer.Option(help=FMD["l2"].description)] = FMD_DEFAULT["l2"],
         k: Annotated[
             list[float] | None,
             typer.Option(help="K as a fraction of the fit rows; repeat for the grid"),
         ] = None,
-        targets: Annotated[str, typer.Option(help="labels | black_box")] = _fmd_default("targets"),
+        targets: Annotated[str, typer.Option(help="labels | black_box")] = FMD_DEFAULT["targets"],
         max_avg_acc_drop: Annotated[
             float, typer.Option(help=FMD["max_avg_acc_drop_pp"].description)
-        ] = _fmd_default("max_avg_acc_drop_pp"),
-        seed: int = _default("seed"),
-        device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = _default("device"),
-        folds: Annotated[int, typer.Option(help=SPEC["folds"].description)] = _default("folds"),
-        holdout: Annotated[
-            float, typer.Option(help=SPEC["holdout_fraction"].description)
-        ] = _default("holdout_fraction"),
+        ] = FMD_DEFAULT["max_avg_acc_drop_pp"],
+        seed: int = DEFAULT["seed"],
+        device: DeviceOption = DEFAULT["device"],
+        folds: FoldsOption = DEFAULT["folds"],
+        holdout: HoldoutOption = DEFAULT["holdout_fraction"],
     ) -> None:
         fmd: dict[str, Any] = {
             "epochs": surrogate_epochs, "l2": l2, "targets": targets,
@@ -249,52 +264,80 @@ for _method in METHODS:
     train_app.command(name=_method)(maker())
 
 
-def _spec(fields: dict[str, Any]) -> TrainingJobSpec:
-    """The spec, with a bad value reported against its option like any other usage error."""
+def _validated(model: type[M], fields: dict[str, Any], option_of: Callable[[Loc], str | None]) -> M:
+    """``model`` from the options' ``fields``; a bad value is reported against the option that
+    set it (``option_of`` the error's location) like any other usage error."""
     from pydantic import ValidationError
 
     try:
-        return TrainingJobSpec.model_validate(fields)
+        return model.model_validate(fields)
     except ValidationError as exc:
         first = exc.errors()[0]
-        if not first["loc"]:  # a rule across fields (e.g. folds and candidates)
-            raise typer.BadParameter(first["msg"]) from None
-        field = str(first["loc"][0])
-        if field == "poisoner" and len(first["loc"]) > 1:
-            option = POISONER_OPTION_OF.get(str(first["loc"][1]), "--" + str(first["loc"][1]))
-        elif field == "fmd" and len(first["loc"]) > 1:
-            option = FMD_OPTION_OF.get(str(first["loc"][1]), "--" + str(first["loc"][1]))
-        else:
-            option = OPTION_OF.get(field, "--" + field.replace("_", "-"))
-        raise typer.BadParameter(first["msg"], param_hint=option) from None
+        raise typer.BadParameter(first["msg"], param_hint=option_of(first["loc"])) from None
+
+
+def _spec(fields: dict[str, Any]) -> TrainingJobSpec:
+    """The spec, with a bad value reported against its option like any other usage error."""
+    return _validated(TrainingJobSpec, fields, _train_option)
+
+
+def _train_option(loc: Loc) -> str | None:
+    if not loc:  # a rule across fields (e.g. folds and candidates)
+        return None
+    field = str(loc[0])
+    if field == "poisoner" and len(loc) > 1:
+        return POISONER_OPTION_OF.get(str(loc[1]), "--" + str(loc[1]))
+    if field == "fmd" and len(loc) > 1:
+        return FMD_OPTION_OF.get(str(loc[1]), "--" + str(loc[1]))
+    return OPTION_OF.get(field, "--" + field.replace("_", "-"))
 
 
 async def _store(settings: GatewaySettings, spec: TrainingJobSpec, path: Path) -> TrainingJobSpec:
     """Validate and store the calibration file; the spec then names it by sha256."""
-    from patch_training.jobs.context import open_context
-    from patch_training.jobs.progress import JobProgress
     from service.calibration.intake import check_upload
-    from service.errors import EraserError
 
     data = path.read_bytes()
-    async with open_context(settings, JobProgress(show_bars=False)) as ctx:
-        try:
+    async with _context(settings) as ctx:
+        with _usage_error("--model"):
             model = ctx.model(spec.model)
-        except EraserError as exc:
-            raise typer.BadParameter(exc.message, param_hint="--model") from None
-        try:
+        with _usage_error("--calibration"):
             _, meta = check_upload(data, path.name, model, spec, settings.training)
-        except EraserError as exc:
-            raise typer.BadParameter(exc.message, param_hint="--calibration") from None
         await ctx.calibrations.put(data, meta)
     return spec.model_copy(update={"calibration_set_id": meta.sha256})
 
 
-def _enqueue(settings: GatewaySettings, spec: TrainingJobSpec) -> str:
-    from service.jobs.queue import enqueue_job, sync_redis, training_queue
+@asynccontextmanager
+async def _context(settings: GatewaySettings) -> AsyncIterator[JobContext]:
+    """The stores a command writes its inputs to before a job runs (no progress bars)."""
+    from patch_training.jobs.context import open_context
+    from patch_training.jobs.progress import JobProgress
 
-    queue = training_queue(sync_redis(settings), settings.training)
-    return enqueue_job(queue, spec, settings.training)
+    async with open_context(settings, JobProgress(show_bars=False)) as ctx:
+        yield ctx
+
+
+@contextmanager
+def _usage_error(param_hint: str) -> Iterator[None]:
+    """A bad input (an ``EraserError``) reported against the options that supplied it."""
+    from service.errors import EraserError
+
+    try:
+        yield
+    except EraserError as exc:
+        raise typer.BadParameter(exc.message, param_hint=param_hint) from None
+
+
+def _queue(settings: GatewaySettings) -> Queue:
+    """The queue `eraser worker` takes jobs and audits from."""
+    from service.jobs.queue import sync_redis, training_queue
+
+    return training_queue(sync_redis(settings), settings.training)
+
+
+def _enqueue(settings: GatewaySettings, spec: TrainingJobSpec) -> str:
+    from service.jobs.queue import enqueue_job
+
+    return enqueue_job(_queue(settings), spec, settings.training)
 
 
 def _run_here(settings: GatewaySettings, spec: TrainingJobSpec) -> JobResult:
@@ -318,7 +361,7 @@ AUDIT = AuditSpec.model_fields
 
 @app.command()
 def audit(
-    model: Annotated[str, typer.Option(help="gateway model name (the settings' model table)")],
+    model: ModelOption,
     data: Annotated[
         Path,
         typer.Option(exists=True, dir_okay=False, help="CSV or Parquet (features) or NPZ (x)"),
@@ -361,9 +404,8 @@ def audit(
     audit_id, spec = asyncio.run(_store_audit(settings, spec, data, pairs))
     if enqueue:
         from service.jobs.audits import enqueue_audit
-        from service.jobs.queue import sync_redis, training_queue
 
-        queue = training_queue(sync_redis(settings), settings.training)
+        queue = _queue(settings)
         typer.echo(
             json.dumps({"audit_id": enqueue_audit(queue, audit_id, spec, settings.training)})
         )
@@ -396,35 +438,27 @@ def _values(items: list[str]) -> dict[str, list[float]]:
 
 
 def _audit_spec(fields: dict[str, Any]) -> AuditSpec:
-    from pydantic import ValidationError
+    return _validated(AuditSpec, fields, _audit_option)
 
-    try:
-        return AuditSpec.model_validate(fields)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else "attribute"
-        option = {"attributes": "--attribute", "top_rows": "--top-rows"}.get(field, f"--{field}")
-        raise typer.BadParameter(first["msg"], param_hint=option) from None
+
+def _audit_option(loc: Loc) -> str:
+    field = str(loc[0]) if loc else "attribute"
+    return {"attributes": "--attribute", "top_rows": "--top-rows"}.get(field, f"--{field}")
 
 
 async def _store_audit(
     settings: GatewaySettings, spec: AuditSpec, data: Path, pairs: Path | None
 ) -> tuple[str, AuditSpec]:
     """Validate the inputs (as POST /audits does), store them and the audit's record."""
-    from patch_training.jobs.context import open_context
-    from patch_training.jobs.progress import JobProgress
     from service.calibration.audit_input import load_audit_set
-    from service.errors import EraserError
     from service.jobs.audits import new_audit_id
 
     data_bytes = data.read_bytes()
     pairs_bytes = pairs.read_bytes() if pairs is not None else None
-    async with open_context(settings, JobProgress(show_bars=False)) as ctx:
-        try:
+    async with _context(settings) as ctx:
+        with _usage_error("--model"):
             config = ctx.model(spec.model)
-        except EraserError as exc:
-            raise typer.BadParameter(exc.message, param_hint="--model") from None
-        try:
+        with _usage_error("--data/--pairs/--attribute"):
             found = load_audit_set(
                 data_bytes,
                 config,
@@ -433,8 +467,6 @@ async def _store_audit(
                 pairs_bytes,
                 data.name,
             ).describe()
-        except EraserError as exc:
-            raise typer.BadParameter(exc.message, param_hint="--data/--pairs/--attribute") from None
         assert ctx.audits is not None
         stored = {"data_id": await ctx.audits.put_input(data_bytes), "data_filename": data.name}
         if pairs is not None and pairs_bytes is not None:
@@ -447,10 +479,7 @@ async def _store_audit(
 
 
 async def _audit_png(settings: GatewaySettings, audit_id: str) -> bytes:
-    from patch_training.jobs.context import open_context
-    from patch_training.jobs.progress import JobProgress
-
-    async with open_context(settings, JobProgress(show_bars=False)) as ctx:
+    async with _context(settings) as ctx:
         assert ctx.audits is not None
         return await ctx.audits.png(audit_id)
 

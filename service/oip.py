@@ -79,7 +79,7 @@ def decode_inputs(tensors: Sequence[Tensor], binary: memoryview, has_header: boo
     offset = 0
     for t in tensors:
         shape = _shape(t)
-        size = _binary_size(t)
+        size = binary_data_size(t.parameters, f"input {t.name!r}")
         if size is None:
             arrays.append(_from_json(t, shape))
             continue
@@ -129,15 +129,17 @@ def _shape(t: Tensor, what: str = "input") -> list[int]:
     return t.shape
 
 
-def _binary_size(t: Tensor) -> int | None:
-    value = (t.parameters or {}).get("binary_data_size")
-    if value is None:
+def binary_data_size(parameters: object, what: str) -> int | None:
+    """A tensor's ``parameters.binary_data_size`` (a request's input or an answer's output):
+    None when it has none (its values are JSON ``data``); ``what`` names the tensor."""
+    size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+    if size is None:
         return None
-    if type(value) is not int or value < 0:
+    if type(size) is not int or size < 0:
         raise InvalidTensor(
-            f"input {t.name!r}: binary_data_size must be a non-negative integer, not {value!r:.40}"
+            f"{what}: binary_data_size must be a non-negative integer, not {size!r:.40}"
         )
-    return value
+    return size
 
 
 def _from_bytes(t: Tensor, shape: list[int], data: memoryview, what: str = "input") -> Any:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Final
 
@@ -56,6 +58,20 @@ def valid_traceparent(value: str | None) -> str | None:
     if version == "00" and rest is not None:
         return None
     return value
+
+
+@contextmanager
+def request_context(caller_id: str | None, caller_traceparent: str | None) -> Iterator[str]:
+    """One request's id (the caller's if safe, else a new one) and the caller's trace context
+    if valid, set for everything the request does (HTTP at the edge, gRPC per call); yields the
+    id."""
+    rid = accepted_request_id(caller_id)
+    tokens = request_id.set(rid), traceparent.set(valid_traceparent(caller_traceparent))
+    try:
+        yield rid
+    finally:
+        request_id.reset(tokens[0])
+        traceparent.reset(tokens[1])
 
 
 def upstream_headers() -> dict[str, str]:

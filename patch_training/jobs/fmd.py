@@ -22,27 +22,26 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from patch_training.audit import audit_attribute
-from patch_training.blackbox import query_log_probs
 from patch_training.evidence import served_log_bias
-from patch_training.folds import RowPlan, plan_rows
+from patch_training.folds import RowPlan
 from patch_training.jobs.pipeline import (
     Extra,
+    JobRun,
+    Outcomes,
     TrainedPatch,
-    judge_served,
-    limit_threads_for,
-    register,
-    tune_and_export,
+    patch_for_column,
+    per_bias_column,
+    query_answers,
 )
-from patch_training.methods.base import Counterfactuals, MethodInput
+from patch_training.methods.base import Counterfactuals
 from service.calibration.audit_input import AuditAttribute, flipped_counterfactuals
 from service.calibration.dataset import CalibrationSet
 from service.eraser_math import fair_log_probs
-from service.jobs.spec import PatchOutcome, TrainingJobSpec
+from service.jobs.spec import PatchOutcome
 from service.settings import ModelConfig
 
 if TYPE_CHECKING:
     from patch_training.jobs.context import JobContext
-    from patch_training.jobs.pipeline import _Timer
     from patch_training.methods.fmd import FmdPatch
 
 log = logging.getLogger(__name__)
@@ -62,55 +61,29 @@ async def query_counterfactuals(
     model: ModelConfig, x_cf: np.ndarray, ctx: JobContext
 ) -> np.ndarray:
     """The black box's log-probabilities on the counterfactual rows, [N, M, K] (cached)."""
-    training = ctx.settings.training
     n, m = x_cf.shape[:2]
     flat = x_cf.reshape(n * m, *x_cf.shape[2:])
-    with ctx.progress.stage("query counterfactuals", len(flat), unit="rows") as advance:
-        answers = await query_log_probs(
-            model,
-            flat,
-            ctx.cache,
-            training.query_batch_size,
-            training.query_concurrency,
-            advance,
-        )
+    answers = await query_answers(model, flat, ctx, "query counterfactuals")
     return answers.log_p.reshape(n, m, -1)
 
 
-async def run_fmd(
-    spec: TrainingJobSpec,
-    calib: CalibrationSet,
-    log_m: np.ndarray,
-    model: ModelConfig,
-    ctx: JobContext,
-    timer: _Timer,
-) -> tuple[list[PatchOutcome], RowPlan | None]:
+async def run_fmd(job: JobRun) -> Outcomes:
     """One FMD patch per bias column, after the black-box query of the originals."""
+    return await per_bias_column(job, lambda column: _fmd_patch(job, column))
+
+
+async def _fmd_patch(job: JobRun, column: str) -> tuple[PatchOutcome, RowPlan]:
+    """The counterfactuals of ``column`` and the black box's answers on them, then the shared
+    per-column steps with the FMD report section."""
     from patch_training.methods.fmd import Fmd
 
-    outcomes, plan = [], None
-    for column in spec.bias:
-        attribute = counterfactuals_of(calib, model, column)
-        with timer("query"):
-            log_m_cf = await query_counterfactuals(model, attribute.x_cf, ctx)
-        cf = Counterfactuals(attribute.x_cf, log_m_cf)
-        b = calib.bias[column]
-        plan = plan_rows(
-            calib.y, b, spec.verdict_fraction, spec.folds, spec.holdout_fraction, spec.seed
-        )
-        t = plan.tuning
-        data = MethodInput(
-            calib.x[t], log_m[t], calib.y[t], b[t], plan.folds, model, spec, cf.rows(t)
-        )
-        with timer("train"):
-            limit_threads_for(ctx)
-            budget = spec.fmd.epochs * len(plan.folds)
-            with ctx.progress.stage("train", budget, unit="epoch") as advance:
-                fitted = Fmd().fit(data, on_epoch=lambda *_: advance(1))
-            trained = tune_and_export(fitted, data, b[t])
-        with timer("verdict"):
-            judged = judge_served(trained, calib, log_m, b[plan.verdict], plan, data)
-            section, cf_bias = fmd_section(trained, calib, log_m, cf, attribute, plan, spec, model)
+    attribute = counterfactuals_of(job.calib, job.model, column)
+    with job.timer("query"):
+        log_m_cf = await query_counterfactuals(job.model, attribute.x_cf, job.ctx)
+    cf = Counterfactuals(attribute.x_cf, log_m_cf)
+
+    def extra(trained: TrainedPatch, plan: RowPlan) -> Extra:
+        section, cf_bias = fmd_section(job, trained, plan, cf, attribute)
         log.info(
             "FMD %s: counterfactual bias %.2f → %.2f on the verdict rows (α = %g)",
             column,
@@ -118,12 +91,9 @@ async def run_fmd(
             cf_bias["fair"]["estimate"],
             trained.alpha.alpha,
         )
-        extra = Extra(report={"fmd": section}, outcome={"counterfactual_bias": cf_bias})
-        with timer("register"):
-            outcomes.append(
-                await register("fmd", data, column, calib, plan, trained, judged, ctx, extra)
-            )
-    return outcomes, plan
+        return Extra(report={"fmd": section}, outcome={"counterfactual_bias": cf_bias})
+
+    return await patch_for_column(job, Fmd(), column, cf, job.spec.fmd.epochs, extra)
 
 
 def verdict_counterfactual_bias(
@@ -173,24 +143,21 @@ def verdict_counterfactual_bias(
 
 
 def fmd_section(
+    job: JobRun,
     trained: TrainedPatch,
-    calib: CalibrationSet,
-    log_m: np.ndarray,
+    plan: RowPlan,
     cf: Counterfactuals,
     attribute: AuditAttribute,
-    plan: RowPlan,
-    spec: TrainingJobSpec,
-    model: ModelConfig,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The report's ``fmd`` section and the outcome's ``counterfactual_bias``."""
     fitted: FmdPatch = trained.fitted  # type: ignore[assignment]
-    v = plan.verdict
+    spec, calib, model, v = job.spec, job.calib, job.model, plan.verdict
     gate = spec.gate
     audit, at_one = verdict_counterfactual_bias(
         trained.blob,
         trained.alpha.alpha,
         calib.x[v],
-        log_m[v],
+        job.log_m[v],
         cf.rows(v),
         attribute.groups[v],
         attribute.name,

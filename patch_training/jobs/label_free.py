@@ -29,25 +29,25 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from patch_training.folds import RowPlan, plan_rows
+from patch_training.folds import RowPlan
 from patch_training.jobs.pipeline import (
     Extra,
+    JobRun,
     Judged,
     TrainedPatch,
     judge_served,
     limit_threads_for,
     register,
+    row_plan,
     tune_and_export,
 )
 from patch_training.methods.base import MethodInput
 from service.calibration.dataset import CalibrationSet
 from service.jobs.spec import Candidate, PatchOutcome, TrainingJobSpec
 from service.registry.models import REJECTED, VALIDATED
-from service.settings import ModelConfig
 
 if TYPE_CHECKING:
     from patch_training.jobs.context import JobContext
-    from patch_training.jobs.pipeline import _Timer
     from patch_training.methods.poisoner import BiasedFold, PoisonerPatch
     from patch_training.nets.poisoned import BiasedModelConfig
 
@@ -63,10 +63,7 @@ def pseudo_groups(pred: np.ndarray) -> np.ndarray:
 
 def label_free_plan(calib: CalibrationSet, spec: TrainingJobSpec) -> RowPlan:
     """Verdict rows and folds stratified by the target only: no bias column decides a row's part."""
-    by_target = np.zeros(len(calib), dtype=np.int8)
-    return plan_rows(
-        calib.y, by_target, spec.verdict_fraction, spec.folds, spec.holdout_fraction, spec.seed
-    )
+    return row_plan(spec, calib.y, np.zeros(len(calib), dtype=np.int8))
 
 
 def fit_candidates(
@@ -131,23 +128,17 @@ def choose(judged: dict[str, Judged]) -> tuple[str, str]:
     return best, why
 
 
-async def run_label_free(
-    spec: TrainingJobSpec,
-    calib: CalibrationSet,
-    log_m: np.ndarray,
-    model: ModelConfig,
-    ctx: JobContext,
-    timer: _Timer,
-) -> tuple[list[PatchOutcome], RowPlan]:
+async def run_label_free(job: JobRun) -> tuple[list[PatchOutcome], RowPlan]:
     """The whole label-free job after the black-box query; one registered version."""
     from patch_training.methods.poisoner import out_of_fold_predictions, predict_pseudo_bias
     from patch_training.nets.poisoned import BiasedModelConfig
 
+    spec, calib, log_m, ctx, timer = job.spec, job.calib, job.log_m, job.ctx, job.timer
     column = spec.bias[0] if spec.bias else None
     b_true = calib.bias[column] if column is not None else None
     plan = label_free_plan(calib, spec)
     t, v = plan.tuning, plan.verdict
-    data = MethodInput(calib.x[t], log_m[t], calib.y[t], None, plan.folds, model, spec)
+    data = job.tuning_input(plan, None)
     config = BiasedModelConfig.from_job(spec)
     with timer("train"):
         biased, fitted = fit_candidates(data, config, ctx)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +36,7 @@ from patch_training.jobs.activation import activate
 from patch_training.jobs.context import JobContext
 from patch_training.jobs.report import RowCounts, report_dict, stored_report
 from patch_training.methods import METHODS
-from patch_training.methods.base import FittedPatch, MethodInput
+from patch_training.methods.base import Counterfactuals, FittedPatch, Method, MethodInput
 from patch_training.metrics import GroupReport, group_report
 from service.calibration.dataset import CalibrationSet
 from service.eraser_math import fair_log_probs
@@ -87,23 +87,66 @@ class Extra:
     reason: str | None = None  # the stored status reason, when not the verdict's own
 
 
+def row_plan(spec: TrainingJobSpec, y: np.ndarray, strata: np.ndarray) -> RowPlan:
+    """Verdict rows and folds as ``spec`` asks, stratified by the target ``y`` and ``strata``."""
+    s = spec
+    return plan_rows(y, strata, s.verdict_fraction, s.folds, s.holdout_fraction, s.seed)
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """What every method's flow starts from once the black box has answered every row."""
+
+    spec: TrainingJobSpec
+    calib: CalibrationSet
+    log_m: np.ndarray  # float64 [N, K]: the black box's log-probabilities on every row
+    model: ModelConfig
+    ctx: JobContext
+    timer: _Timer
+
+    def plan(self, strata: np.ndarray) -> RowPlan:
+        """Verdict rows and folds, stratified by the target and ``strata`` [N]."""
+        return row_plan(self.spec, self.calib.y, strata)
+
+    def tuning_input(
+        self, plan: RowPlan, b: np.ndarray | None, counterfactual: Counterfactuals | None = None
+    ) -> MethodInput:
+        """The method's input: the tuning rows only (``b`` and ``counterfactual`` cover all N
+        rows; ``b`` None for a label-free method)."""
+        t = plan.tuning
+        return MethodInput(
+            self.calib.x[t],
+            self.log_m[t],
+            self.calib.y[t],
+            None if b is None else b[t],
+            plan.folds,
+            self.model,
+            self.spec,
+            None if counterfactual is None else counterfactual.rows(t),
+        )
+
+
+Outcomes = tuple[list[PatchOutcome], RowPlan | None]  # a flow's patches and its last row plan
+
+
 async def run_training(spec: TrainingJobSpec, calib: CalibrationSet, ctx: JobContext) -> JobResult:
     """Run the whole job for every bias column of ``spec``; see the module docstring."""
     model = ctx.model(spec.model)
     timer = _Timer()
     with timer("query"):
         answers = await _query(model, calib, ctx)
-    log_m = answers.log_p
+    job = JobRun(spec, calib, answers.log_p, model, ctx, timer)
     if spec.label_free:
         from patch_training.jobs.label_free import run_label_free
 
-        outcomes, plan = await run_label_free(spec, calib, log_m, model, ctx, timer)
+        outcomes, plan = await run_label_free(job)
     elif spec.method == "fmd":
         from patch_training.jobs.fmd import run_fmd
 
-        outcomes, plan = await run_fmd(spec, calib, log_m, model, ctx, timer)
+        outcomes, plan = await run_fmd(job)
     else:
-        outcomes, plan = await _per_bias_column(spec, calib, log_m, model, ctx, timer)
+        method = METHODS[spec.method]
+        outcomes, plan = await per_bias_column(job, lambda c: patch_for_column(job, method, c))
     revision = await _activate(spec, model, outcomes, ctx) if spec.activate else None
     return JobResult(
         method=spec.method,
@@ -119,50 +162,59 @@ async def run_training(spec: TrainingJobSpec, calib: CalibrationSet, ctx: JobCon
     )
 
 
-async def _per_bias_column(
-    spec: TrainingJobSpec,
-    calib: CalibrationSet,
-    log_m: np.ndarray,
-    model: ModelConfig,
-    ctx: JobContext,
-    timer: _Timer,
-) -> tuple[list[PatchOutcome], RowPlan | None]:
-    """One patch per bias column, the method trained on that column's groups."""
-    method = METHODS[spec.method]
+async def per_bias_column(
+    job: JobRun, patch_for: Callable[[str], Awaitable[tuple[PatchOutcome, RowPlan]]]
+) -> Outcomes:
+    """One patch per bias column of the spec, in order: ``patch_for(column)``."""
     outcomes, plan = [], None
-    for column in spec.bias:
-        b = calib.bias[column]
-        plan = plan_rows(
-            calib.y, b, spec.verdict_fraction, spec.folds, spec.holdout_fraction, spec.seed
-        )
-        t = plan.tuning
-        data = MethodInput(calib.x[t], log_m[t], calib.y[t], b[t], plan.folds, model, spec)
-        with timer("train"):
-            limit_threads_for(ctx)
-            with ctx.progress.stage("train", data.epochs_budget, unit="epoch") as advance:
-                fitted = method.fit(data, on_epoch=lambda *_: advance(1))
-            trained = tune_and_export(fitted, data, b[t])
-        with timer("verdict"):
-            judged = judge_served(trained, calib, log_m, b[plan.verdict], plan, data)
-        with timer("register"):
-            outcomes.append(
-                await register(method.kind, data, column, calib, plan, trained, judged, ctx)
-            )
+    for column in job.spec.bias:
+        outcome, plan = await patch_for(column)
+        outcomes.append(outcome)
     return outcomes, plan
+
+
+async def patch_for_column(
+    job: JobRun,
+    method: Method,
+    column: str,
+    counterfactual: Counterfactuals | None = None,
+    epochs_per_fold: int | None = None,
+    extra: Callable[[TrainedPatch, RowPlan], Extra] | None = None,
+) -> tuple[PatchOutcome, RowPlan]:
+    """One patch trained on ``column``'s groups: split, fit on the tuning rows, the shared steps,
+    the gate, registration. ``epochs_per_fold`` sizes the progress bar when the method's epochs
+    are not the spec's; ``extra`` adds the method's report sections (timed as the verdict)."""
+    b = job.calib.bias[column]
+    plan = job.plan(b)
+    data = job.tuning_input(plan, b, counterfactual)
+    timer, ctx, calib = job.timer, job.ctx, job.calib
+    with timer("train"):
+        limit_threads_for(ctx)
+        epochs = data.spec.epochs if epochs_per_fold is None else epochs_per_fold
+        budget = epochs * len(plan.folds)  # data.epochs_budget for the spec's own epochs
+        with ctx.progress.stage("train", budget, unit="epoch") as advance:
+            fitted = method.fit(data, on_epoch=lambda *_: advance(1))
+        trained = tune_and_export(fitted, data, b[plan.tuning])
+    with timer("verdict"):
+        judged = judge_served(trained, calib, job.log_m, b[plan.verdict], plan, data)
+        more = extra(trained, plan) if extra is not None else None
+    with timer("register"):
+        outcome = await register(method.kind, data, column, calib, plan, trained, judged, ctx, more)
+    return outcome, plan
+
+
+async def query_answers(model: ModelConfig, x: np.ndarray, ctx: JobContext, stage: str) -> Answers:
+    """The black box's log-probabilities on rows ``x`` (cached), with a progress bar ``stage``."""
+    training = ctx.settings.training
+    with ctx.progress.stage(stage, len(x), unit="rows") as advance:
+        return await query_log_probs(
+            model, x, ctx.cache, training.query_batch_size, training.query_concurrency, advance
+        )
 
 
 async def _query(model: ModelConfig, calib: CalibrationSet, ctx: JobContext) -> Answers:
     """The black box's log-probabilities for every row (cached), with a progress bar."""
-    training = ctx.settings.training
-    with ctx.progress.stage("query", len(calib), unit="rows") as advance:
-        answers = await query_log_probs(
-            model,
-            calib.x,
-            ctx.cache,
-            training.query_batch_size,
-            training.query_concurrency,
-            advance,
-        )
+    answers = await query_answers(model, calib.x, ctx, "query")
     how = "cached" if answers.cached else "queried"
     if answers.refused is not None:
         how = f"queried again: the cached entry was refused, {answers.refused}"

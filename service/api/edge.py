@@ -25,13 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.api.errors import error_content
 from service.api.throttled_log import ThrottledLog
 from service.errors import PayloadTooLarge
-from service.request_context import (
-    REQUEST_ID_HEADER,
-    accepted_request_id,
-    request_id,
-    traceparent,
-    valid_traceparent,
-)
+from service.request_context import REQUEST_ID_HEADER, request_context
 from service.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -76,14 +70,8 @@ class RequestEdge:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid, parent = _request_context(scope)
-        id_header = (REQUEST_ID_HEADER_BYTES, rid.encode())
-        tokens = request_id.set(rid), traceparent.set(parent)
-        try:
-            await self._handle(scope, receive, send, id_header)
-        finally:
-            request_id.reset(tokens[0])
-            traceparent.reset(tokens[1])
+        with request_context(*_caller_context(scope)) as rid:
+            await self._handle(scope, receive, send, (REQUEST_ID_HEADER_BYTES, rid.encode()))
 
     async def _handle(
         self, scope: Scope, receive: Receive, send: Send, id_header: tuple[bytes, bytes]
@@ -121,15 +109,16 @@ class RequestEdge:
                 await _send_json(send, *error, id_header=id_header)
 
 
-def _request_context(scope: Scope) -> tuple[str, str | None]:
-    """The request id (the caller's if safe, else a new one) and a valid ``traceparent``."""
+def _caller_context(scope: Scope) -> tuple[str | None, str | None]:
+    """The caller's ``X-Request-ID`` and ``traceparent`` headers, as sent (checked by
+    ``request_context``)."""
     rid = parent = None
     for name, value in scope["headers"]:
         if name == b"x-request-id":
             rid = value.decode("latin-1")
         elif name == b"traceparent":
             parent = value.decode("latin-1")
-    return accepted_request_id(rid), valid_traceparent(parent)
+    return rid, parent
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -46,12 +46,7 @@ from service.api.schemas import V2InferRequest, V2RequestedOutput, V2RequestPara
 from service.api.throttled_log import ThrottledLog
 from service.dataplane import Dataplane
 from service.errors import EraserError, InvalidTensor
-from service.request_context import (
-    accepted_request_id,
-    request_id,
-    traceparent,
-    valid_traceparent,
-)
+from service.request_context import accepted_request_id, request_context, request_id
 from service.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -229,24 +224,20 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 async def _handled(context: aio.ServicerContext, call: Callable[[], Awaitable[T]]) -> T:
     """``call`` with the caller's request id and trace context set, its errors as statuses."""
     metadata = dict(context.invocation_metadata() or ())
-    rid = accepted_request_id(metadata.get("x-request-id"))
-    tokens = request_id.set(rid), traceparent.set(valid_traceparent(metadata.get("traceparent")))
-    try:
-        return await call()
-    except EraserError as exc:
-        await _abort(context, exc, rid)
-        raise  # abort raises; this is never reached
-    except Exception as exc:
-        if isinstance(exc, aio.AbortError):
+    with request_context(metadata.get("x-request-id"), metadata.get("traceparent")) as rid:
+        try:
+            return await call()
+        except EraserError as exc:
+            await _abort(context, exc, rid)
+            raise  # abort raises; this is never reached
+        except Exception as exc:
+            if isinstance(exc, aio.AbortError):
+                raise
+            bugs.error(
+                (context.peer, type(exc)), "unhandled error in gRPC call (%s)", exc, exc_info=True
+            )
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see gateway logs")
             raise
-        bugs.error(
-            (context.peer, type(exc)), "unhandled error in gRPC call (%s)", exc, exc_info=True
-        )
-        await context.abort(grpc.StatusCode.INTERNAL, "internal error; see gateway logs")
-        raise
-    finally:
-        request_id.reset(tokens[0])
-        traceparent.reset(tokens[1])
 
 
 def _id_metadata() -> tuple[tuple[str, str], ...]:

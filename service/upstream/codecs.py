@@ -151,15 +151,14 @@ def _tensor(output: dict[str, Any], outputs: list[Any], binary: memoryview) -> n
 
 def _binary_size(output: Any) -> int | None:
     """An output's ``parameters.binary_data_size``: None when it has none (JSON ``data``)."""
-    parameters = output.get("parameters") if isinstance(output, dict) else None
-    size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
-    if size is None:
+    if not isinstance(output, dict):
         return None
-    if type(size) is not int or size < 0:
-        raise UpstreamBadResponse(
-            f"output tensor {output.get('name')!r}: binary_data_size {size!r:.40} is not a size"
+    try:
+        return oip.binary_data_size(
+            output.get("parameters"), f"output tensor {output.get('name')!r}"
         )
-    return size
+    except InvalidTensor as exc:
+        raise UpstreamBadResponse(exc.message) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from patch_training.audit import audit_attribute, resampled_means, row_changes
@@ -19,7 +18,8 @@ from service.calibration.audit_input import load_audit_set
 from service.errors import InvalidAuditInput
 from service.jobs.audits import AuditSpec
 from service.settings import ModelConfig
-from tests.conftest import REDIS_URL, SIGNING_KEY
+from tests.conftest import REDIS_URL
+from tests.patch_training.conftest import cli_environment
 
 TAB = ModelConfig.model_validate(
     {
@@ -171,16 +171,9 @@ def test_cli_refuses_an_unknown_model_and_bad_input_before_storing(
 ) -> None:
     import redis
 
-    config = tmp_path / "eraser.yaml"
-    config.write_text(yaml.safe_dump({"models": [TAB.model_dump(mode="json")]}))
-    for name, value in {
-        "ERASER_CONFIG_FILE": str(config),
-        "ERASER_REDIS__URL": REDIS_URL,
-        "ERASER_REDIS__KEY_PREFIX": key_prefix,
-        "ERASER_SIGNING_KEY": SIGNING_KEY.decode(),
-        "ERASER_TRAINING__QUEUE": key_prefix,  # a queue no worker listens on
-    }.items():
-        monkeypatch.setenv(name, value)
+    models = [TAB.model_dump(mode="json")]
+    queue = {"ERASER_TRAINING__QUEUE": key_prefix}  # a queue no worker listens on
+    cli_environment(monkeypatch, tmp_path, models, key_prefix, **queue)
     data = tmp_path / "rows.csv"
     data.write_bytes(CSV)
     base = ["audit", "--data", str(data), "--attribute"]
@@ -216,15 +209,7 @@ def test_cli_audits_the_stand_in_and_writes_the_plot(
     from blackbox.data import compas_calibration_csv, load_compas
     from deploy.local.processes import standin_model_config
 
-    config = tmp_path / "eraser.yaml"
-    config.write_text(yaml.safe_dump({"models": [standin_model_config(blackbox_url)]}))
-    for name, value in {
-        "ERASER_CONFIG_FILE": str(config),
-        "ERASER_REDIS__URL": REDIS_URL,
-        "ERASER_REDIS__KEY_PREFIX": key_prefix,
-        "ERASER_SIGNING_KEY": SIGNING_KEY.decode(),
-    }.items():
-        monkeypatch.setenv(name, value)
+    cli_environment(monkeypatch, tmp_path, [standin_model_config(blackbox_url)], key_prefix)
     data = tmp_path / "rows.csv"
     data.write_bytes(compas_calibration_csv(load_compas(), np.arange(200)))
     plot = tmp_path / "audit.png"

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import redis
-import yaml
 from typer.testing import CliRunner
 
 from blackbox.data import compas_calibration_csv, compas_split, load_compas
 from deploy.local.processes import standin_model_config
 from patch_training.cli import app
-from tests.conftest import REDIS_URL, SIGNING_KEY
+from tests.conftest import REDIS_URL
+from tests.patch_training.conftest import cli_environment
 
 DATA = load_compas()
 
@@ -22,15 +22,7 @@ DATA = load_compas()
 def env(
     tmp_path: Path, blackbox_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> Path:
-    config = tmp_path / "eraser.yaml"
-    config.write_text(yaml.safe_dump({"models": [standin_model_config(blackbox_url)]}))
-    for name, value in {
-        "ERASER_CONFIG_FILE": str(config),
-        "ERASER_REDIS__URL": REDIS_URL,
-        "ERASER_REDIS__KEY_PREFIX": key_prefix,
-        "ERASER_SIGNING_KEY": SIGNING_KEY.decode(),
-    }.items():
-        monkeypatch.setenv(name, value)
+    cli_environment(monkeypatch, tmp_path, [standin_model_config(blackbox_url)], key_prefix)
     calib = tmp_path / "calib.csv"
     calib.write_bytes(compas_calibration_csv(DATA, compas_split(DATA).calib[:600]))
     return calib

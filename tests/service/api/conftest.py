@@ -6,13 +6,18 @@ The chain follows the app's own: settings (own Redis prefix) → app with lifesp
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import numpy as np
 import orjson
 import pytest
+import redis
+import yaml
 from fastapi import FastAPI, Request, Response
 
 from bench.onnx_patches import mlp_to_onnx
@@ -30,6 +35,20 @@ ADMIN_KEY = "admin-key-for-tests"
 PREDICT = {"Authorization": f"Bearer {PREDICT_KEY}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 MODEL = "compas"
+OIP_DATATYPES = {  # every numeric OIP datatype and the NumPy type a client sends it from
+    "BOOL": np.bool_,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+}
 
 
 def model_config(upstream_url: str, **upstream: object) -> dict:
@@ -73,6 +92,47 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as c:
         yield c
+
+
+@asynccontextmanager
+async def asgi_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """``app`` with its lifespan running and a client that calls it over ASGI (for a test whose
+    gateway needs settings of its own)."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as c:
+            yield c
+
+
+@contextmanager
+def own_prefix() -> Iterator[str]:
+    """A fresh Redis key prefix for a gateway started outside the ``redis_client`` fixture (a
+    module-scoped server, a process); its keys are deleted afterwards."""
+    prefix = f"eraser-test-{uuid.uuid4().hex[:10]}"
+    try:
+        yield prefix
+    finally:
+        with redis.Redis.from_url(REDIS_URL) as client:
+            keys = list(client.scan_iter(match=f"{prefix}:*", count=500))
+            if keys:
+                client.delete(*keys)
+
+
+def serve_env(settings: GatewaySettings, config: Path) -> dict[str, str]:
+    """The environment ``eraser-gateway serve`` takes ``settings`` from: its models written to
+    ``config`` (a YAML file), its Redis prefix, keys and signing key, CPU inference."""
+    config.write_text(
+        yaml.safe_dump({"models": [m.model_dump(mode="json") for m in settings.models]})
+    )
+    return {
+        "ERASER_CONFIG_FILE": str(config),
+        "ERASER_REDIS__URL": REDIS_URL,
+        "ERASER_REDIS__KEY_PREFIX": settings.redis.key_prefix,
+        "ERASER_SIGNING_KEY": SIGNING_KEY.decode(),
+        "ERASER_PREDICT_API_KEY": PREDICT_KEY,
+        "ERASER_ADMIN_API_KEY": ADMIN_KEY,
+        "ERASER_RUNTIME__USE_GPU": "false",
+    }
 
 
 def random_patch(seed: int, n_features: int = len(FEATURE_NAMES), k: int = 2) -> bytes:
@@ -141,3 +201,13 @@ def recording_upstream() -> Iterator[RecordingUpstream]:
     with running_server(app) as url:
         recorder.url = url
         yield recorder
+
+
+@pytest.fixture
+async def recording_client(
+    key_prefix: str, redis_client: object, recording_upstream: RecordingUpstream
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A gateway in front of ``recording_upstream`` (FP64 answers, every request's headers
+    recorded)."""
+    async with asgi_client(create_app(make_settings(key_prefix, recording_upstream.url))) as c:
+        yield c

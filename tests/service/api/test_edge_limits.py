@@ -10,20 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import redis
-import yaml
 
 from deploy.local.processes import free_port, launched
 from service.api.edge import body_limit
 from service.settings import GatewaySettings, LimitSettings
-from tests.conftest import REDIS_URL, SIGNING_KEY
-from tests.service.api.conftest import ADMIN_KEY, MODEL, PREDICT_KEY, make_settings
+from tests.service.api.conftest import MODEL, make_settings, own_prefix, serve_env
 from tests.service.api.test_edge import (
     CHUNK,
     PREDICT_AUTH,
@@ -56,34 +52,18 @@ class GatewayProcess:
 def gateway_process(
     blackbox_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
-    prefix = f"eraser-test-{uuid.uuid4().hex[:10]}"
-    settings = make_settings(prefix, blackbox_url).model_copy(
-        update={"limits": LimitSettings(predict_body_mb=PREDICT_BODY_MB)}
-    )
-    config = Path(tmp_path_factory.mktemp("edge-limits")) / "gateway.yaml"
-    models = [m.model_dump(mode="json") for m in settings.models]
-    config.write_text(yaml.safe_dump({"models": models}))
-    env = {
-        "ERASER_CONFIG_FILE": str(config),
-        "ERASER_REDIS__URL": REDIS_URL,
-        "ERASER_REDIS__KEY_PREFIX": prefix,
-        "ERASER_SIGNING_KEY": SIGNING_KEY.decode(),
-        "ERASER_PREDICT_API_KEY": PREDICT_KEY,
-        "ERASER_ADMIN_API_KEY": ADMIN_KEY,
-        "ERASER_RUNTIME__USE_GPU": "false",
-        "ERASER_LIMITS__PREDICT_BODY_MB": str(PREDICT_BODY_MB),
-    }
     port = free_port()
     args = ["-m", "service.cli", "serve", "--port", str(port)]
     ready = f"http://127.0.0.1:{port}/v2/health/live"
-    try:
+    with own_prefix() as prefix:
+        settings = make_settings(prefix, blackbox_url).model_copy(
+            update={"limits": LimitSettings(predict_body_mb=PREDICT_BODY_MB)}
+        )
+        config = Path(tmp_path_factory.mktemp("edge-limits")) / "gateway.yaml"
+        env = serve_env(settings, config)
+        env["ERASER_LIMITS__PREDICT_BODY_MB"] = str(PREDICT_BODY_MB)
         with launched(args, ready, f"test-edge-limits-{prefix}", env=env) as proc:
             yield GatewayProcess(proc.pid, port, settings)
-    finally:
-        with redis.Redis.from_url(REDIS_URL) as client:
-            keys = list(client.scan_iter(match=f"{prefix}:*", count=500))
-            if keys:
-                client.delete(*keys)
 
 
 @pytest.fixture

@@ -5,52 +5,37 @@ metadata and readiness, and errors as the client parses them."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
 import pytest
-import redis
 
 from service.api.app import create_app
-from tests.conftest import REDIS_URL
 from tests.servers import running_server
-from tests.service.api.conftest import MODEL, PREDICT, RecordingUpstream, make_settings
+from tests.service.api.conftest import (
+    MODEL,
+    OIP_DATATYPES,
+    PREDICT,
+    RecordingUpstream,
+    make_settings,
+    own_prefix,
+)
 
 httpclient = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 ROWS = np.array([[25, 3, 0, 0, 1, 1, 1], [45, 0, 0, 0, 0, 0, 0]])
-DATATYPES = {
-    "BOOL": np.bool_,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "UINT32": np.uint32,
-    "UINT64": np.uint64,
-    "FP16": np.float16,
-    "FP32": np.float32,
-    "FP64": np.float64,
-}
 
 
 @contextmanager
 def gateway(upstream_url: str) -> Iterator[str]:
     """A gateway under uvicorn on a loopback port (own Redis prefix, removed afterwards)."""
-    prefix = f"eraser-test-{uuid.uuid4().hex[:10]}"
-    try:
-        with running_server(create_app(make_settings(prefix, upstream_url))) as url:
-            yield url.removeprefix("http://")
-    finally:
-        r = redis.Redis.from_url(REDIS_URL)
-        keys = list(r.scan_iter(match=f"{prefix}:*", count=500))
-        if keys:
-            r.delete(*keys)
-        r.close()
+    with (
+        own_prefix() as prefix,
+        running_server(create_app(make_settings(prefix, upstream_url))) as url,
+    ):
+        yield url.removeprefix("http://")
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +58,7 @@ def infer(client, inputs, outputs=None):
 
 def x_input(values: np.ndarray, datatype: str, binary: bool) -> httpclient.InferInput:
     tensor = httpclient.InferInput("x", list(values.shape), datatype)
-    tensor.set_data_from_numpy(values.astype(DATATYPES[datatype]), binary_data=binary)
+    tensor.set_data_from_numpy(values.astype(OIP_DATATYPES[datatype]), binary_data=binary)
     return tensor
 
 
@@ -98,7 +83,7 @@ def test_health_metadata_and_readiness(triton: httpclient.InferenceServerClient)
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
-@pytest.mark.parametrize("datatype", list(DATATYPES))
+@pytest.mark.parametrize("datatype", list(OIP_DATATYPES))
 def test_every_datatype_round_trips(
     triton: httpclient.InferenceServerClient,
     reference: dict[bool, np.ndarray],

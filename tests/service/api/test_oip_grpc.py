@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,24 +19,23 @@ import httpx
 import numpy as np
 import orjson
 import pytest
-import redis
-import yaml
 
 from deploy.local.processes import free_port, launched
 from service.api.app import create_app
 from service.metrics import GatewayMetrics
 from service.settings import GrpcSettings, LimitSettings
-from tests.conftest import REDIS_URL, SIGNING_KEY
 from tests.servers import running_server
 from tests.service.api.conftest import (
     ADMIN,
-    ADMIN_KEY,
     MODEL,
+    OIP_DATATYPES,
     PREDICT,
     PREDICT_KEY,
     make_settings,
+    own_prefix,
     patch_manifest,
     random_patch,
+    serve_env,
 )
 
 grpcclient = pytest.importorskip("tritonclient.grpc")
@@ -49,20 +47,6 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 KEY = {"authorization": f"Bearer {PREDICT_KEY}"}
 LIMIT_MB = 0.25
 ROWS = np.array([[25, 3, 0, 0, 1, 1, 1], [45, 0, 0, 0, 0, 0, 0], [19, 7, 1, 2, 0, 1, 0]])
-DATATYPES = {
-    "BOOL": np.bool_,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "UINT32": np.uint32,
-    "UINT64": np.uint64,
-    "FP16": np.float16,
-    "FP32": np.float32,
-    "FP64": np.float64,
-}
 
 
 @dataclass
@@ -75,22 +59,15 @@ class Gateway:
 @pytest.fixture(scope="module")
 def gateway(blackbox_url: str) -> Iterator[Gateway]:
     """A gateway with a patch active (so the fair answer differs from the raw one)."""
-    prefix = f"eraser-test-{uuid.uuid4().hex[:10]}"
-    settings = make_settings(prefix, blackbox_url)
-    settings.grpc = GrpcSettings(port=0)
-    settings.limits = LimitSettings(predict_body_mb=LIMIT_MB)
-    metrics = GatewayMetrics()
-    app = create_app(settings, metrics)
-    try:
+    with own_prefix() as prefix:
+        settings = make_settings(prefix, blackbox_url)
+        settings.grpc = GrpcSettings(port=0)
+        settings.limits = LimitSettings(predict_body_mb=LIMIT_MB)
+        metrics = GatewayMetrics()
+        app = create_app(settings, metrics)
         with running_server(app, loop="uvloop") as url:
             activate_a_patch(url)
             yield Gateway(url.removeprefix("http://"), f"127.0.0.1:{app.state.grpc_port}", metrics)
-    finally:
-        r = redis.Redis.from_url(REDIS_URL)
-        keys = list(r.scan_iter(match=f"{prefix}:*", count=500))
-        if keys:
-            r.delete(*keys)
-        r.close()
 
 
 def activate_a_patch(url: str) -> None:
@@ -130,7 +107,7 @@ def stub(gateway: Gateway) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:
 
 def x_input(values: np.ndarray, datatype: str = "FP32") -> grpcclient.InferInput:
     tensor = grpcclient.InferInput("x", list(values.shape), datatype)
-    tensor.set_data_from_numpy(values.astype(DATATYPES[datatype]))
+    tensor.set_data_from_numpy(values.astype(OIP_DATATYPES[datatype]))
     return tensor
 
 
@@ -201,7 +178,7 @@ def test_raw_output_on_request(client: grpcclient.InferenceServerClient) -> None
     np.testing.assert_array_equal(also.as_numpy("raw_logits"), result.as_numpy("raw_logits"))
 
 
-@pytest.mark.parametrize("datatype", list(DATATYPES))
+@pytest.mark.parametrize("datatype", list(OIP_DATATYPES))
 def test_every_datatype_as_raw_contents(
     client: grpcclient.InferenceServerClient, datatype: str
 ) -> None:
@@ -379,24 +356,11 @@ def test_serve_hands_the_grpc_port_and_its_host_to_the_workers(
 def test_serve_runs_http_and_grpc_in_one_process(
     blackbox_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    prefix = f"eraser-test-{uuid.uuid4().hex[:10]}"
-    settings = make_settings(prefix, blackbox_url)
-    config = Path(tmp_path_factory.mktemp("serve-grpc")) / "gateway.yaml"
-    config.write_text(
-        yaml.safe_dump({"models": [m.model_dump(mode="json") for m in settings.models]})
-    )
-    env = {
-        "ERASER_CONFIG_FILE": str(config),
-        "ERASER_REDIS__URL": REDIS_URL,
-        "ERASER_REDIS__KEY_PREFIX": prefix,
-        "ERASER_SIGNING_KEY": SIGNING_KEY.decode(),
-        "ERASER_PREDICT_API_KEY": PREDICT_KEY,
-        "ERASER_ADMIN_API_KEY": ADMIN_KEY,
-        "ERASER_RUNTIME__USE_GPU": "false",
-    }
     port, grpc_port = free_port(), free_port()
     args = ["-m", "service.cli", "serve", "--port", str(port), "--grpc-port", str(grpc_port)]
-    try:
+    with own_prefix() as prefix:
+        settings = make_settings(prefix, blackbox_url)
+        env = serve_env(settings, Path(tmp_path_factory.mktemp("serve-grpc")) / "gateway.yaml")
         with launched(args, f"http://127.0.0.1:{port}/v2/health/live", f"test-{prefix}", env=env):
             client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
             try:
@@ -409,9 +373,4 @@ def test_serve_runs_http_and_grpc_in_one_process(
                 body["inputs"][0]["data"] = ROWS.tolist()
                 url = f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer"
                 answer = http.post(url, json=body, headers=PREDICT).json()
-    finally:
-        with redis.Redis.from_url(REDIS_URL) as r:
-            keys = list(r.scan_iter(match=f"{prefix}:*", count=500))
-            if keys:
-                r.delete(*keys)
     np.testing.assert_allclose(logits.reshape(-1), answer["outputs"][0]["data"], rtol=1e-6)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 
 import httpx
 import numpy as np
@@ -13,7 +12,13 @@ from prometheus_client import generate_latest
 from service.api.app import create_app
 from service.metrics import GatewayMetrics
 from service.request_context import RequestIdFilter, accepted_request_id, valid_traceparent
-from tests.service.api.conftest import MODEL, PREDICT, RecordingUpstream, make_settings
+from tests.service.api.conftest import (
+    MODEL,
+    PREDICT,
+    RecordingUpstream,
+    asgi_client,
+    make_settings,
+)
 
 ROWS = [[25, 3, 0, 0, 1, 1, 1], [45, 0, 0, 0, 0, 0, 0]]
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -72,29 +77,18 @@ def test_request_id_and_traceparent_validation() -> None:
     assert valid_traceparent(future) == future
 
 
-@pytest.fixture
-async def recorded(
-    key_prefix: str, redis_client: object, recording_upstream: RecordingUpstream
-) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(make_settings(key_prefix, recording_upstream.url))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as c:
-            yield c
-
-
 async def test_request_id_is_returned_forwarded_and_logged(
-    recorded: httpx.AsyncClient, recording_upstream: RecordingUpstream
+    recording_client: httpx.AsyncClient, recording_upstream: RecordingUpstream
 ) -> None:
     headers = {**PREDICT, "X-Request-ID": "order-42", "traceparent": TRACEPARENT}
-    r = await recorded.post(
+    r = await recording_client.post(
         f"/v1/models/{MODEL}:predict", headers=headers, json={"instances": ROWS}
     )
     assert r.status_code == 200 and r.headers["X-Request-ID"] == "order-42"
     sent = recording_upstream.headers[-1]
     assert sent["x-request-id"] == "order-42" and sent["traceparent"] == TRACEPARENT
 
-    r = await recorded.post(
+    r = await recording_client.post(
         f"/v1/models/{MODEL}:predict",
         headers={**PREDICT, "X-Request-ID": "bad id!", "traceparent": "nope"},
         json={"instances": ROWS},
@@ -113,16 +107,14 @@ async def test_log_lines_of_a_request_carry_its_id(
     handler_filter = RequestIdFilter()
     caplog.handler.addFilter(handler_filter)
     try:
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as c:
-                with caplog.at_level(logging.INFO, logger="service"):
-                    caplog.clear()
-                    r = await c.post(
-                        f"/v1/models/{MODEL}:predict",
-                        headers={**PREDICT, "X-Request-ID": "failing-7"},
-                        json={"instances": ROWS},
-                    )
+        async with asgi_client(app) as c:
+            with caplog.at_level(logging.INFO, logger="service"):
+                caplog.clear()
+                r = await c.post(
+                    f"/v1/models/{MODEL}:predict",
+                    headers={**PREDICT, "X-Request-ID": "failing-7"},
+                    json={"instances": ROWS},
+                )
     finally:
         caplog.handler.removeFilter(handler_filter)
     assert r.status_code == 502 and r.headers["X-Request-ID"] == "failing-7"

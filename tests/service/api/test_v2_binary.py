@@ -6,15 +6,13 @@ with a binary output carry the same header and ``application/octet-stream``."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import numpy as np
 import orjson
 import pytest
 
 from service.api.app import create_app
-from tests.service.api.conftest import MODEL, PREDICT, RecordingUpstream, make_settings
+from tests.service.api.conftest import MODEL, PREDICT, asgi_client, make_settings
 
 URL = f"/v2/models/{MODEL}/infer"
 ROWS = np.array([[25, 3, 0, 0, 1, 1, 1], [45, 0, 0, 0, 0, 0, 0]])
@@ -276,41 +274,27 @@ async def test_a_datatype_the_model_does_not_allow_is_400(
 ) -> None:
     settings = make_settings(key_prefix, blackbox_url)
     settings.models[0].input.datatypes = ["FP32"]
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as c:
-            meta = (await c.get(f"/v2/models/{MODEL}", headers=PREDICT)).json()
-            assert meta["parameters"]["input_datatypes"] == ["FP32"]
-            body, headers = binary_request([("x", "INT64", ROWS, True)])
-            r = await c.post(URL, content=body, headers=headers)
+    async with asgi_client(create_app(settings)) as c:
+        meta = (await c.get(f"/v2/models/{MODEL}", headers=PREDICT)).json()
+        assert meta["parameters"]["input_datatypes"] == ["FP32"]
+        body, headers = binary_request([("x", "INT64", ROWS, True)])
+        r = await c.post(URL, content=body, headers=headers)
     assert r.status_code == 400 and "this model takes ['FP32']" in r.json()["error"]
 
 
-# ---- an upstream that answers FP64 (tests.service.api.conftest.recording_upstream) -------
+# ---- an upstream that answers FP64 (tests.service.api.conftest.recording_client) --------
 
 
-@pytest.fixture
-async def fp64_client(
-    key_prefix: str, redis_client: object, recording_upstream: RecordingUpstream
-) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(make_settings(key_prefix, recording_upstream.url))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as c:
-            yield c
-
-
-async def test_the_answer_keeps_the_upstreams_fp64(fp64_client: httpx.AsyncClient) -> None:
+async def test_the_answer_keeps_the_upstreams_fp64(recording_client: httpx.AsyncClient) -> None:
     body, headers = binary_request(
         [("x", "FP16", ROWS, True)], parameters={"binary_data_output": True}
     )
-    answer = read_answer(await fp64_client.post(URL, content=body, headers=headers))
+    answer = read_answer(await recording_client.post(URL, content=body, headers=headers))
     assert answer["logits"].dtype == np.float64
     sums = ROWS.sum(axis=1) / 100
     margin = answer["logits"][:, 0] - answer["logits"][:, 1]  # logits, up to a shift per row
     np.testing.assert_allclose(margin, 2 * sums, rtol=1e-12)
-    json_answer = await fp64_client.post(
+    json_answer = await recording_client.post(
         URL,
         headers=PREDICT,
         json={
