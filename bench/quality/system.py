@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -98,6 +99,7 @@ def running_system(models: Sequence[GatewayModel], model_dir: Path) -> Iterator[
     ]
     gw_args = ["-m", "service.cli", "serve", "--port", str(gw_port)]
     clear_redis_prefix(PREFIX)
+    empty_queue(QUEUE)  # a crashed run's queued jobs would otherwise run before this run's
     try:
         with (
             launched(bb_args, f"{bb_url}/v2/health/ready", "quality-blackbox"),
@@ -108,3 +110,15 @@ def running_system(models: Sequence[GatewayModel], model_dir: Path) -> Iterator[
             yield System(gateway_url=gw_url, blackbox_url=bb_url)
     finally:
         clear_redis_prefix(PREFIX)
+        empty_queue(QUEUE)
+
+
+def empty_queue(name: str) -> int:
+    """Drop every job waiting on the RQ queue ``name`` (its key lies outside the bench's
+    prefix, so ``clear_redis_prefix`` misses it); returns how many went."""
+    import redis
+    from rq import Queue
+
+    url = os.environ.get("ERASER_REDIS__URL", "redis://127.0.0.1:6379/0")
+    with redis.Redis.from_url(url) as client:
+        return int(Queue(name, connection=client).empty())
