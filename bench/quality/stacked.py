@@ -1,11 +1,13 @@
 """Stacked attributes (paper Eq. 21): one patch per protected attribute on the same model.
 
 The gateway serves ``softmax(log p(y|x) − Σ α_i log G_i(x))``; a job whose spec lists two bias
-columns trains one patch per column and, with ``activate``, puts the validated ones on the
-model's stack together. The question here: is the stack no worse on either attribute than the
-patch for that attribute alone? Per (setting, seed), three gateway models share one deployed
-model (``{setting}-vanilla-s{seed}``): ``-stack-a`` (the benchmark's bias column only),
-``-stack-b`` (the second attribute only) and ``-stack-ab`` (both). Each gets its own job on the
+columns trains one patch per column; with ``activate`` it now stacks only the best validated
+one (the patches are judged alone, never as a stack), so the stack itself is measured by
+replaying the job's patches together (``candidate``). The question here: is the stack no worse
+on either attribute than the patch for that attribute alone? Per (setting, seed), three
+gateway models share one deployed model (``{setting}-vanilla-s{seed}``): ``-stack-a`` (the
+benchmark's bias column only), ``-stack-b`` (the second attribute only) and ``-stack-ab``
+(both). Each gets its own job on the
 same full calibration set, and every test decision comes from ``POST /predict``.
 
 The second attributes: COMPAS sex (the ``sex`` input, 1 = Male), uploaded as ``sex_group`` since
@@ -447,9 +449,10 @@ def stacked_markdown(block: dict[str, Any]) -> list[str]:
         "",
         "Per seed, three gateway models share the vanilla deployed model and the full "
         "calibration set: one job with a patch for the benchmark's bias attribute, one with a "
-        "patch for a second attribute, one with both columns (two patches, activated on one "
-        "stack). Rows: what each served on the test split (a patch the gate rejected is not "
-        "served, so its model answers raw). EO bias is per attribute; worst group is over the "
+        "patch for a second attribute, one with both columns (two patches; a job stacks at most "
+        "one of them, so the stack itself is in the replayed table). Rows: what each served on the "
+        "test split (a patch the gate rejected is not served, so its model answers raw). "
+        "EO bias is per attribute; worst group is over the "
         "intersectional groups (attribute × attribute × target). Figures are means over seeds, "
         "in points. Paired comparisons: the stack minus the patch for that attribute alone, on "
         "the same rows, with a 90 % interval from a paired bootstrap within (target, attribute "

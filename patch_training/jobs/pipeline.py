@@ -374,13 +374,28 @@ def _training_record(
 async def _activate(
     spec: TrainingJobSpec, model: ModelConfig, outcomes: list[PatchOutcome], ctx: JobContext
 ) -> int | None:
-    """Put every validated patch on the stack; rejected ones stay registered, inactive."""
+    """Put the validated patch on the stack; rejected ones stay registered, inactive.
+
+    Each patch of a job with several bias columns was tuned and gated alone, and two patches at
+    their own α can overcorrect together (each carries part of the model's class evidence: the
+    quality benchmark's replayed COMPAS race + sex stack fell to 46 % accuracy). Until a stack
+    is judged as a whole, a job activates only its validated patch with the best worst-group
+    estimate on its verdict rows; the others stay registered for an operator to stack."""
     passed = [o for o in outcomes if o.status == VALIDATED]
     if not passed:
         log.warning("activation skipped: no patch passed the validation gate")
         return None
-    entries = [StackEntry(patch=o.name, version=o.version, alpha=o.alpha) for o in passed]
-    stack = await activate(ctx.registry, model.name, entries, f"training job {ctx.job_id}")
+    best = max(passed, key=lambda o: o.evidence.fair["worst_group_acc"].estimate)
+    entry = StackEntry(patch=best.name, version=best.version, alpha=best.alpha)
+    stack = await activate(ctx.registry, model.name, [entry], f"training job {ctx.job_id}")
+    best.activated = True
     for outcome in passed:
-        outcome.activated = True
+        if outcome is not best:
+            outcome.not_activated = (
+                f"validated alone, not stacked with {best.name}: a job's patches are never "
+                "judged as a stack; stack them yourself after checking the stack on held-out rows"
+            )
+            log.warning(
+                "patch %s validated but not stacked: %s", outcome.name, outcome.not_activated
+            )
     return stack.revision

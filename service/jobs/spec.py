@@ -315,6 +315,11 @@ class PatchOutcome(BaseModel):
     reason: str
     alpha: float
     activated: bool = False
+    not_activated: str | None = Field(
+        default=None,
+        description="why a validated patch was not put on the stack (a job stacks at most one: "
+        "its patches are judged one by one, never as a stack)",
+    )
     evidence: Evidence
     rows_per_group_needed: int | None = Field(
         default=None, description="when the evidence was not enough: verdict rows per group"

@@ -142,6 +142,24 @@ async def test_one_patch_per_bias_column(ctx: JobContext, calibration: Calibrati
     assert [p.name for p in result.patches] == ["compas-race", "compas-race2"]
 
 
+async def test_a_job_stacks_one_validated_patch_and_says_why_not_the_others(
+    ctx: JobContext, calibration: CalibrationSet
+) -> None:
+    twice = dataclasses.replace(
+        calibration, bias={"race": calibration.bias["race"], "race2": calibration.bias["race"]}
+    )
+    job = spec(bias=["race", "race2"], activate=True, gate=ALWAYS_PASS)
+    result = await run_training(job, twice, ctx)
+    assert [p.status for p in result.patches] == ["validated", "validated"]
+    active = [p for p in result.patches if p.activated]
+    assert len(active) == 1 and active[0].not_activated is None
+    other = next(p for p in result.patches if not p.activated)
+    assert other.not_activated is not None and "never judged as a stack" in other.not_activated
+    stack = await ctx.registry.get_stack("compas")
+    assert [e.patch for e in stack.entries] == [active[0].name]
+    assert result.stack_revision == stack.revision
+
+
 async def test_image_calibration_set_trains_a_cnn_patch(
     settings: GatewaySettings, redis_client: object
 ) -> None:
