@@ -96,6 +96,12 @@ class UpstreamConfig(BaseModel):
         description="what the numbers mean: logits, probabilities, log_probabilities, "
         "sigmoid_logits (one logit per row)",
     )
+    output_datatype: Literal["FP16", "FP32", "FP64"] | None = Field(
+        default=None,
+        description="OIP datatype of the output tensor the gateway's v2 and gRPC answers carry "
+        "and their model metadata reports (scores are cast to it); unset: each answer keeps "
+        "the upstream's own float datatype and the metadata reports FP32",
+    )
     input_name: str = Field(default=OIP_DEFAULT_INPUT, description="OIP v2 input tensor name")
     output_name: str | None = Field(
         default=None,

@@ -17,6 +17,8 @@ outputs and build the answer's parameters (stack revision, ``debiased``, patches
   ``service.oip``) or the typed ``contents``; outputs always come back in
   ``raw_output_contents``, as Triton answers. ``parameters``: ``return_raw`` (bool) and
   ``monitor`` (a JSON string: one ``{attribute: group}`` object per instance).
+- **Versions**: ``model_version`` in ModelInfer, ModelMetadata and ModelReady is not read: any
+  version is the model's one version (its active stack), as on the HTTP ``/versions/{v}`` routes.
 - **Errors**: the gateway's errors as gRPC status codes with their messages (``STATUS``), the
   error code in the ``x-eraser-error-code`` trailing metadata.
 - **Request ids**: ``x-request-id`` and ``traceparent`` metadata as the HTTP edge takes them;

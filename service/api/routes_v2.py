@@ -2,14 +2,19 @@
 
 The input tensor goes through the same data plane as ``/predict``; the configured output tensor
 comes back debiased in the upstream's own output kind (logits stay logits, probabilities stay
-probabilities) and datatype, with the stack revision in ``parameters`` and the
-``X-Eraser-Revision`` header. Inputs and outputs may use the binary tensor data extension
-(``service.oip``); errors are the protocol's ``{"error": "<message>"}`` (``service.api.errors``).
+probabilities) and in the model's declared ``upstream.output_datatype`` (unset: the
+upstream's own float type), with the stack revision in ``parameters`` and the
+``X-Eraser-Revision`` header. Every model route also answers under ``/versions/{version}``
+(any version: one per model). Inputs and outputs may use the
+binary tensor data extension (``service.oip``); errors are the protocol's
+``{"error": "<message>"}`` (``service.api.errors``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Final, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
@@ -30,6 +35,7 @@ from service.settings import ModelConfig
 health = APIRouter(tags=["v2 health"])
 router = APIRouter(tags=["v2"], dependencies=[Depends(require_predict)])
 
+F = TypeVar("F", bound=Callable[..., Any])
 MONITOR_ROWS = TypeAdapter(list[dict[str, str]])
 NO_PARAMETERS = V2RequestParameters()
 
@@ -60,7 +66,36 @@ async def server_metadata() -> dict:
     return {"name": "eraser-gateway", "version": __version__, "extensions": ["binary_tensor_data"]}
 
 
-@router.get("/v2/models/{model}")
+VERSIONED = "/versions/{version}"
+VERSION_PARAMETER: Final = {
+    "name": "version",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "any version: the gateway serves one per model (its active stack), and "
+    "model_version in the answer names the stack revision served",
+}
+
+
+def model_route(method: str, tail: str = "", **kwargs: Any) -> Callable[[F], F]:
+    """Register a handler at ``/v2/models/{model}<tail>`` and at its versioned twin
+    ``/v2/models/{model}/versions/{version}<tail>`` (what tritonclient calls when given a
+    ``model_version``): the same handler, key, limits, errors and metrics; the version is not
+    read (one version per model)."""
+
+    def register(handler: F) -> F:
+        path = "/v2/models/{model}"
+        router.add_api_route(path + tail, handler, methods=[method], **kwargs)
+        extra = dict(kwargs.get("openapi_extra") or {})
+        extra["parameters"] = [*extra.get("parameters", []), VERSION_PARAMETER]
+        versioned = {**kwargs, "openapi_extra": extra}
+        router.add_api_route(path + VERSIONED + tail, handler, methods=[method], **versioned)
+        return handler
+
+    return register
+
+
+@model_route("GET")
 async def metadata(model: str, plane: DataplaneDep) -> dict:
     cfg = plane.model(model)
     stack = plane.watcher.current(cfg.name) if plane.ready(cfg.name) else None
@@ -72,7 +107,13 @@ async def metadata(model: str, plane: DataplaneDep) -> dict:
         "versions": [str(stack.revision)] if stack else [],
         "platform": "eraser-gateway",
         "inputs": [{"name": cfg.upstream.input_name, "datatype": input_datatype, "shape": shape}],
-        "outputs": [{"name": cfg.output_name, "datatype": "FP32", "shape": [-1, cfg.output_width]}],
+        "outputs": [
+            {
+                "name": cfg.output_name,
+                "datatype": cfg.upstream.output_datatype or "FP32",
+                "shape": [-1, cfg.output_width],
+            }
+        ],
         "parameters": {
             "classes": cfg.classes,
             "output_kind": cfg.upstream.output_kind.value,
@@ -81,15 +122,16 @@ async def metadata(model: str, plane: DataplaneDep) -> dict:
     }
 
 
-@router.get("/v2/models/{model}/ready")
+@model_route("GET", "/ready")
 async def model_ready(model: str, plane: DataplaneDep, response: Response) -> dict:
     is_ready = plane.ready(plane.model(model).name)
     response.status_code = 200 if is_ready else 503
     return {"name": model, "ready": is_ready}
 
 
-@router.post(
-    "/v2/models/{model}/infer",
+@model_route(
+    "POST",
+    "/infer",
     response_model=V2InferResponse,
     openapi_extra=documented_body(V2InferRequest),
 )
@@ -188,13 +230,17 @@ def requested_outputs(
 
 
 def answer_datatype(result: Prediction) -> str:
-    """The upstream's own datatype for its scores when it is a float type; FP32 otherwise (an
-    upstream that did not say, or scored in integers: debiased values are not integers)."""
+    """The model's declared ``upstream.output_datatype`` (what its metadata reports); unset:
+    the upstream's own datatype when it is a float type, FP32 otherwise (an upstream that did
+    not say, or scored in integers: debiased values are not integers)."""
+    if (declared := result.model.upstream.output_datatype) is not None:
+        return declared
     datatype = result.output_datatype
     return datatype if datatype in oip.FLOATS else "FP32"
 
 
 def outputs(result: Prediction, wanted: list[Wanted]) -> list[oip.Output]:
+    """The wanted tensors in ``answer_datatype``."""
     kind = result.model.upstream.output_kind
     datatype = answer_datatype(result)
     values = {False: result.fair_log_probs, True: result.raw_log_probs}

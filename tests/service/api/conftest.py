@@ -207,7 +207,8 @@ def recording_upstream() -> Iterator[RecordingUpstream]:
 async def recording_client(
     key_prefix: str, redis_client: object, recording_upstream: RecordingUpstream
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """A gateway in front of ``recording_upstream`` (FP64 answers, every request's headers
-    recorded)."""
-    async with asgi_client(create_app(make_settings(key_prefix, recording_upstream.url))) as c:
+    """A gateway in front of ``recording_upstream`` (FP64 answers, declared as the model's
+    ``upstream.output_datatype``; every request's headers recorded)."""
+    settings = make_settings(key_prefix, recording_upstream.url, output_datatype="FP64")
+    async with asgi_client(create_app(settings)) as c:
         yield c

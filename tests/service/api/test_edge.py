@@ -282,7 +282,7 @@ def test_credentials_are_checked_before_a_single_body_byte_arrives(
     status: int,
     code: str,
 ) -> None:
-    method, path = route.method, route.path.format(model=MODEL, name="p")
+    method, path = route.method, route.path.format(model=MODEL, name="p", version="1")
     declared = 500_000
     assert declared <= body_limit(gateway.settings, method, path)  # not the edge's 413 answering
     headers = {**credential, "Content-Type": "application/json", "Content-Length": str(declared)}

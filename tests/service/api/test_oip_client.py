@@ -29,11 +29,11 @@ ROWS = np.array([[25, 3, 0, 0, 1, 1, 1], [45, 0, 0, 0, 0, 0, 0]])
 
 
 @contextmanager
-def gateway(upstream_url: str) -> Iterator[str]:
+def gateway(upstream_url: str, **upstream: object) -> Iterator[str]:
     """A gateway under uvicorn on a loopback port (own Redis prefix, removed afterwards)."""
     with (
         own_prefix() as prefix,
-        running_server(create_app(make_settings(prefix, upstream_url))) as url,
+        running_server(create_app(make_settings(prefix, upstream_url, **upstream))) as url,
     ):
         yield url.removeprefix("http://")
 
@@ -80,6 +80,22 @@ def test_health_metadata_and_readiness(triton: httpclient.InferenceServerClient)
     meta = triton.get_model_metadata(MODEL, headers=auth())
     assert meta["inputs"][0] == {"name": "x", "datatype": "FP32", "shape": [-1, 7]}
     assert meta["outputs"][0]["name"] == "logits"
+
+
+@pytest.mark.parametrize("version", ["1", "42"])
+def test_a_model_version_is_served_as_the_one_version(
+    triton: httpclient.InferenceServerClient, reference: dict[bool, np.ndarray], version: str
+) -> None:
+    """``model_version`` makes the client call ``/v2/models/{m}/versions/{v}/…``: any version
+    is the model's one version (the answer's ``model_version`` names the revision served)."""
+    assert triton.is_model_ready(MODEL, version, headers=auth())
+    meta = triton.get_model_metadata(MODEL, version, headers=auth())
+    assert meta == triton.get_model_metadata(MODEL, headers=auth())
+    result = triton.infer(
+        MODEL, [x_input(ROWS, "FP32", True)], model_version=version, headers=auth()
+    )
+    np.testing.assert_allclose(result.as_numpy("logits"), reference[False], rtol=1e-6)
+    assert result.get_response()["model_version"] == meta["versions"][0]
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
@@ -136,12 +152,24 @@ def test_errors_are_parsed_by_the_client(triton: httpclient.InferenceServerClien
     assert "NaN or infinity" in not_finite.value.message()
 
 
-def test_the_upstreams_fp64_reaches_the_client(recording_upstream: RecordingUpstream) -> None:
-    with gateway(recording_upstream.url) as address:
+@pytest.mark.parametrize("declared", [None, "FP16", "FP64"])
+def test_answers_carry_the_declared_output_datatype(
+    recording_upstream: RecordingUpstream, declared: str | None
+) -> None:
+    """An FP64 upstream: answers and metadata carry ``upstream.output_datatype`` when it is
+    set, the upstream's scores cast to it; unset, the answers keep the upstream's FP64 and the
+    metadata (which cannot know it before a call) says FP32."""
+    upstream = {} if declared is None else {"output_datatype": declared}
+    datatype = declared or "FP64"
+    with gateway(recording_upstream.url, **upstream) as address:
         client = httpclient.InferenceServerClient(address)
         try:
+            meta = client.get_model_metadata(MODEL, headers=auth())
             logits = infer(client, [x_input(ROWS, "FP16", True)]).as_numpy("logits")
         finally:
             client.close()
-    assert logits.dtype == np.float64
-    np.testing.assert_allclose(logits[:, 0] - logits[:, 1], ROWS.sum(axis=1) / 50, rtol=1e-12)
+    assert meta["outputs"][0]["datatype"] == (declared or "FP32")
+    assert logits.dtype == OIP_DATATYPES[datatype]
+    rtol = {"FP16": 1e-3, "FP32": 1e-6, "FP64": 1e-12}[datatype]
+    margin = logits[:, 0].astype(np.float64) - logits[:, 1]
+    np.testing.assert_allclose(margin, ROWS.sum(axis=1) / 50, rtol=rtol)

@@ -167,6 +167,23 @@ def test_model_infer_answers_the_http_v2_routes_fair_answer(
     assert via_http.get_response()["parameters"]["eraser_revision"] == 1
 
 
+@pytest.mark.parametrize("version", ["1", "42"])
+def test_a_model_version_is_served_as_the_one_version(
+    client: grpcclient.InferenceServerClient, version: str
+) -> None:
+    """As on HTTP: any ``model_version`` is the model's one version; the answer's names the
+    revision served."""
+    assert client.is_model_ready(MODEL, version, headers=KEY)
+    meta = client.get_model_metadata(MODEL, version, headers=KEY, as_json=True)
+    assert meta == client.get_model_metadata(MODEL, headers=KEY, as_json=True)
+    result = client.infer(MODEL, [x_input(ROWS)], model_version=version, headers=KEY)
+    assert result.get_response(as_json=True)["model_version"] == "1"
+    np.testing.assert_array_equal(result.as_numpy("logits"), infer(client, ROWS).as_numpy("logits"))
+    with pytest.raises(InferenceServerException) as unknown:
+        client.infer("nope", [x_input(ROWS)], model_version=version, headers=KEY)
+    assert unknown.value.status() == "StatusCode.NOT_FOUND"
+
+
 def test_raw_output_on_request(client: grpcclient.InferenceServerClient) -> None:
     fair = infer(client, ROWS).as_numpy("logits")
     outputs = [grpcclient.InferRequestedOutput(n) for n in ("raw_logits", "logits")]

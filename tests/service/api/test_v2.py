@@ -60,6 +60,49 @@ async def test_v2_metadata_and_readiness(client: httpx.AsyncClient) -> None:
     assert "binary_tensor_data" in server["extensions"] and server["name"] == "eraser-gateway"
 
 
+async def test_versioned_routes_serve_any_version_as_the_unversioned_ones(
+    client: httpx.AsyncClient,
+) -> None:
+    """tritonclient's ``model_version`` paths: the gateway has one version per model, so any
+    version string is served by the same handlers (key, errors included)."""
+    base = f"/v2/models/{MODEL}"
+    plain = (await client.get(base, headers=PREDICT)).json()
+    plain_answer = await client.post(f"{base}/infer", headers=PREDICT, json=v2_request(ROWS))
+    for version in ("1", "0", "not-a-revision"):
+        versioned = f"{base}/versions/{version}"
+        assert (await client.get(versioned, headers=PREDICT)).json() == plain
+        ready = await client.get(f"{versioned}/ready", headers=PREDICT)
+        assert ready.status_code == 200 and ready.json() == {"name": MODEL, "ready": True}
+        r = await client.post(f"{versioned}/infer", headers=PREDICT, json=v2_request(ROWS))
+        assert r.status_code == 200, r.text
+        assert r.json()["outputs"] == plain_answer.json()["outputs"]
+        assert r.json()["model_version"] == plain_answer.json()["model_version"]
+    unknown = await client.post(
+        "/v2/models/nope/versions/1/infer", headers=PREDICT, json=v2_request(ROWS)
+    )
+    assert unknown.status_code == 404 and "unknown model" in unknown.json()["error"]
+    no_key = await client.post(f"{base}/versions/1/infer", json=v2_request(ROWS))
+    assert no_key.status_code == 401 and "error" in no_key.json()
+    operation = (await client.get("/openapi.json")).json()["paths"][
+        "/v2/models/{model}/versions/{version}/infer"
+    ]["post"]
+    assert {p["name"] for p in operation["parameters"]} == {"model", "version"}
+    assert "requestBody" in operation
+
+
+async def test_metadata_reports_the_declared_output_datatype(
+    client: httpx.AsyncClient, recording_client: httpx.AsyncClient
+) -> None:
+    default = (await client.get(f"/v2/models/{MODEL}", headers=PREDICT)).json()
+    assert default["outputs"][0]["datatype"] == "FP32"
+    fp64 = (await recording_client.get(f"/v2/models/{MODEL}", headers=PREDICT)).json()
+    assert fp64["outputs"][0] == {"name": "logits", "datatype": "FP64", "shape": [-1, 2]}
+    answer = await recording_client.post(
+        f"/v2/models/{MODEL}/infer", headers=PREDICT, json=v2_request(ROWS)
+    )
+    assert answer.json()["outputs"][0]["datatype"] == "FP64"
+
+
 async def test_v2_bad_tensor_is_a_400_with_the_protocols_error_body(
     client: httpx.AsyncClient,
 ) -> None:
