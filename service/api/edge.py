@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.api.errors import error_content
 from service.api.throttled_log import ThrottledLog
 from service.errors import PayloadTooLarge
-from service.request_context import REQUEST_ID_HEADER, request_context
+from service.request_context import REQUEST_ID_HEADER, TRACEPARENT_HEADER, request_context
 from service.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ bugs = ThrottledLog(log)
 
 MB = 2**20
 REQUEST_ID_HEADER_BYTES = REQUEST_ID_HEADER.lower().encode()
+TRACEPARENT_HEADER_BYTES = TRACEPARENT_HEADER.lower().encode()
 
 
 def body_limit(settings: GatewaySettings, method: str, path: str) -> int:
@@ -114,9 +115,9 @@ def _caller_context(scope: Scope) -> tuple[str | None, str | None]:
     ``request_context``)."""
     rid = parent = None
     for name, value in scope["headers"]:
-        if name == b"x-request-id":
+        if name == REQUEST_ID_HEADER_BYTES:
             rid = value.decode("latin-1")
-        elif name == b"traceparent":
+        elif name == TRACEPARENT_HEADER_BYTES:
             parent = value.decode("latin-1")
     return rid, parent
 
