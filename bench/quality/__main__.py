@@ -105,6 +105,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="the settings that get the label-free rows (of those run)",
     )
     p.add_argument(
+        "--label-free-only",
+        action="store_true",
+        help="run only the label-free jobs (and laboratory rows) of --poisoner-settings and "
+        "write their records to OUT/label_free_measured.json, for a later run's "
+        "--label-free-from (the image settings' Poisoner jobs take over an hour)",
+    )
+    p.add_argument(
+        "--label-free-from",
+        type=Path,
+        help="a --label-free-only run's label_free_measured.json: its records join this run's "
+        "for the settings whose label-free rows this run does not measure",
+    )
+    p.add_argument(
         "--markdown-only",
         action="store_true",
         help="measure nothing: rewrite the BENCHMARKS.md section from the folder's quality.json",
@@ -141,10 +154,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     outer = plan_outer(args.settings, seeds, DATA_DIR) if args.outer else []
     stacked = plan_stacked(args.settings, seeds, DATA_DIR) if args.outer else []
     label_free, retrain = _plan_label_free(args, runs)
+    if args.label_free_only:
+        deployed = {lf.deployed for lf in label_free}
+        runs, outer, stacked = [r for r in runs if r.deployed in deployed], [], []
     phases = {"deployed_models": _deploy(runs + outer)}
     t0 = time.perf_counter()
+    if args.label_free_only:
+        return _dump_label_free(args, _measure([], [], [], label_free, retrain))
     measured = _measure(runs, outer, stacked, label_free, retrain)
     phases["jobs_and_predictions"] = time.perf_counter() - t0
+    if args.label_free_from is not None:
+        _join_label_free(measured, args.label_free_from, args.poisoner_settings)
     res = _report(args, measured, phases, time.perf_counter() - started)
     print(f"results: {args.out / 'quality.json'}")
     for dataset, checks in res["_targets"].items():
@@ -168,6 +188,34 @@ def _plan_label_free(args: argparse.Namespace, runs: list[Run]) -> tuple[list[La
     vanilla = [r for r in runs if r.variant == "vanilla" and r.calibration == "full"
                and retrain_supported(r.task)]  # fmt: skip
     return label_free, vanilla
+
+
+def _dump_label_free(args: argparse.Namespace, measured: dict[str, list]) -> dict[str, Any]:
+    """A ``--label-free-only`` run's records, whole (``_report`` keeps only headlines), with
+    when and how they were measured."""
+    kept = {k: measured[k] for k in ("label_free", "retrain")}
+    kept["_meta"] = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "cores": os.cpu_count(),
+        "seeds": list(range(args.seeds)),
+        "settings": sorted(args.poisoner_settings & set(args.settings)),
+        "rows": list(args.poisoner_rows),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "label_free_measured.json"
+    path.write_bytes(orjson.dumps(kept, option=orjson.OPT_SERIALIZE_NUMPY))
+    print(f"label-free records: {path}")
+    return kept
+
+
+def _join_label_free(measured: dict[str, list], path: Path, measured_here: set[str]) -> None:
+    """Add an earlier ``--label-free-only`` run's records for the settings this run's
+    label-free rows did not cover (a setting measured here keeps this run's records only)."""
+    earlier = orjson.loads(path.read_bytes())
+    for kind in ("label_free", "retrain"):
+        measured.setdefault(kind, []).extend(
+            r for r in earlier[kind] if r["setting"] not in measured_here
+        )
 
 
 def _deploy(runs: list[Run]) -> float:

@@ -24,7 +24,9 @@ from deploy.local.processes import (
     worker_listening,
 )
 
-PREFIX = "eraser-bench-quality"
+# Its own Redis key prefix and queue; ``ERASER_BENCH_QUALITY_PREFIX`` gives a second run (in
+# another checkout) its own, so two runs on one Redis never take each other's jobs.
+PREFIX = os.environ.get("ERASER_BENCH_QUALITY_PREFIX", "eraser-bench-quality")
 QUEUE = f"{PREFIX}-training"
 KEYS = {
     "ERASER_PREDICT_API_KEY": "quality-predict-key",
