@@ -4,6 +4,11 @@
 measures. Without wrk an aiohttp generator runs in a separate process (not the benchmark's own
 event loop). Both return the same generator-neutral dict, in µs as wrk counts, so results from
 either parse through ``Load.from_raw``.
+
+The Python generator also speaks gRPC: a ``grpc://host:port`` URL means ModelInfer with the
+body as the serialised request. The image scenario drives all three of its modes (JSON, binary
+tensor data, gRPC), directly and through the gateway, with it, so every compared pair shares
+one generator.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from multiprocessing import get_context
 
 import numpy as np
 
+GRPC_SCHEME = "grpc://"  # a URL the Python generator calls over gRPC (ModelInfer)
+GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
 # (url, body, headers, concurrency, seconds) -> the raw dict described above
 Generate = Callable[[str, bytes, Mapping[str, str], int, float], dict[str, float]]
 
@@ -119,7 +126,8 @@ def _python_load(
 ) -> dict[str, float]:
     import uvloop
 
-    return uvloop.run(_python_load_async(url, body, headers, concurrency, seconds))
+    load = _grpc_load_async if url.startswith(GRPC_SCHEME) else _python_load_async
+    return uvloop.run(load(url, body, headers, concurrency, seconds))
 
 
 async def _python_load_async(
@@ -147,6 +155,48 @@ async def _python_load_async(
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - start
+    return _raw(latencies, elapsed, failures)
+
+
+def grpc_metadata(headers: Mapping[str, str]) -> list[tuple[str, str]]:
+    """HTTP headers as gRPC call metadata: lower-case keys, without the ones gRPC owns
+    (its own content-type; ``Inference-Header-Content-Length`` is HTTP-only)."""
+    own = {"content-type", "content-length", "inference-header-content-length"}
+    return [(k.lower(), v) for k, v in headers.items() if k.lower() not in own]
+
+
+async def _grpc_load_async(
+    url: str, body: bytes, headers: dict[str, str], concurrency: int, seconds: float
+) -> dict[str, float]:
+    """``concurrency`` closed-loop workers calling ModelInfer on one channel (as a Triton
+    client does): ``body`` is the serialised request, sent as is, and the answer is read as
+    bytes, so the generator's cost per call is the same for every target it is compared on."""
+    from grpc import StatusCode, aio
+
+    latencies: list[float] = []
+    failures = {"errors": 0, "non2xx": 0}
+    metadata = grpc_metadata(headers)
+    limit = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    async with aio.insecure_channel(url.removeprefix(GRPC_SCHEME), options=limit) as channel:
+        infer = channel.unary_unary(GRPC_INFER)  # no (de)serialisers: bytes both ways
+        start = time.perf_counter()
+        deadline = start + seconds
+
+        async def worker() -> None:
+            while (sent := time.perf_counter()) < deadline:
+                try:
+                    await infer(body, metadata=metadata, timeout=10.0)
+                except aio.AioRpcError as exc:
+                    failures["errors" if exc.code() == StatusCode.UNAVAILABLE else "non2xx"] += 1
+                latencies.append(time.perf_counter() - sent)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    return _raw(latencies, elapsed, failures)
+
+
+def _raw(latencies: list[float], elapsed: float, failures: dict[str, int]) -> dict[str, float]:
+    """The generator-neutral dict (µs, as wrk counts) from latencies in seconds."""
     p50, p99 = np.percentile(latencies, [50, 99]) * 1e6
     mean = float(np.mean(latencies)) * 1e6
     return {"requests": len(latencies), "duration_us": elapsed * 1e6, "p50_us": p50,

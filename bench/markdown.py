@@ -24,7 +24,9 @@ TABLE_ROWS: tuple[tuple[str, str, str], ...] = (
     ("overhead_p99_ms_c32", "Added latency p99, 32 clients", "ms"),
     ("predict_overhead_p50_ms", "Added latency p50, 1 client, `/predict`", "ms"),
     ("passthrough_overhead_p50_ms", "Added latency p50, 1 client, bare passthrough", "ms"),
+    ("overhead_ratio_p50", "Added latency p50, 1 client ÷ bare passthrough's", "×"),
     ("throughput_vs_passthrough", "Throughput at 32 clients ÷ bare passthrough", "×"),
+    ("p99_ratio_c32", "p99 at 32 clients ÷ bare passthrough's", "×"),
     (
         "throughput_vs_passthrough_unbatched",
         "… the same with the gateway's dynamic batching off",
@@ -34,6 +36,10 @@ TABLE_ROWS: tuple[tuple[str, str, str], ...] = (
     ("passthrough_rps_c32", "Passthrough throughput, 32 clients", "req/s"),
     ("direct_rps_c32", "Stand-in upstream alone, 32 clients", "req/s"),
     ("unbatched_rps_c32", "Gateway throughput, 32 clients, batching off", "req/s"),
+    ("workers2_rps_c32", "Gateway throughput, 32 clients, `--workers 2`", "req/s"),
+    ("workers2_vs_gateway_c32", "… ÷ one worker's", "×"),
+    ("workers2_p99_ms_c32", "… p99, `--workers 2`, 32 clients", "ms"),
+    ("gateway_p99_ms_c32", "… p99, one worker, 32 clients", "ms"),
     ("gateway_cpu_ms_per_req_c32", "Gateway process CPU per request, 32 clients", "ms"),
     ("unbatched_cpu_ms_per_req_c32", "… with batching off", "ms"),
     ("passthrough_cpu_ms_per_req_c32", "Passthrough process CPU per request, 32 clients", "ms"),
@@ -45,6 +51,24 @@ TABLE_ROWS: tuple[tuple[str, str, str], ...] = (
     ("sequential_p50_ms_estimate", "… sequential would be ≈ upstream p50 + patch", "ms"),
     ("concurrent_passthrough_p50_ms", "… bare passthrough (no patch) on that upstream, p50", "ms"),
     ("upstream_delay_ms", "… the stand-in's calibrated sleep", "ms"),
+    *(
+        row
+        for mode, way in (("json", "JSON"), ("binary", "binary tensor data"), ("grpc", "gRPC"))
+        for row in (
+            (f"image_{mode}_p50_ms", f"Image 1×3×64×64 over {way}: gateway p50, 1 client", "ms"),
+            (f"image_direct_{mode}_p50_ms", f"Image over {way}: stand-in directly, p50", "ms"),
+            (f"image_{mode}_added_p50_ms", f"Image over {way}: added latency p50", "ms"),
+            (f"image_{mode}_p99_ms", f"Image over {way}: gateway p99", "ms"),
+            (f"image_{mode}_added_p99_ms", f"Image over {way}: added latency p99", "ms"),
+            (f"image_{mode}_rps_c32", f"Image over {way}: gateway, 32 clients", "req/s"),
+            (f"image_direct_{mode}_rps_c32", f"Image over {way}: stand-in, 32 clients", "req/s"),
+        )
+    ),
+    (
+        "image_grpc_added_vs_binary_p50_ms",
+        "Image: gateway over gRPC − stand-in directly over binary tensor data, p50",
+        "ms",
+    ),
     ("distill_compas_s", "COMPAS Eraser job end to end, 1,000 rows (`eraser train eraser`)", "s"),
 )
 
@@ -69,7 +93,40 @@ ROUND_SOURCES: dict[str, tuple[str, str, str | None]] = {
     "upstream_p50_ms": ("p50_ms", "slow_direct_c1", None),
     "concurrent_overhead_p50_ms": ("p50_ms", "slow_gateway_c1", "slow_direct_c1"),
     "concurrent_passthrough_p50_ms": ("p50_ms", "slow_passthrough_c1", None),
-}
+    "p99_ratio_c32": ("p99_ms", "gateway_c32", "passthrough_c32"),
+    "workers2_rps_c32": ("rps", "workers2_c32", None),
+    "workers2_vs_gateway_c32": ("rps", "workers2_c32", "gateway_c32"),
+    "workers2_p99_ms_c32": ("p99_ms", "workers2_c32", None),
+    "gateway_p99_ms_c32": ("p99_ms", "gateway_c32", None),
+} | {
+    key: source
+    for mode in ("json", "binary", "grpc")
+    for key, source in {
+        f"image_{mode}_p50_ms": ("p50_ms", f"image_gateway_{mode}_c1", None),
+        f"image_direct_{mode}_p50_ms": ("p50_ms", f"image_direct_{mode}_c1", None),
+        f"image_{mode}_added_p50_ms": (
+            "p50_ms", f"image_gateway_{mode}_c1", f"image_direct_{mode}_c1"
+        ),
+        f"image_{mode}_p99_ms": ("p99_ms", f"image_gateway_{mode}_c1", None),
+        f"image_{mode}_added_p99_ms": (
+            "p99_ms", f"image_gateway_{mode}_c1", f"image_direct_{mode}_c1"
+        ),
+        f"image_{mode}_rps_c32": ("rps", f"image_gateway_{mode}_c32", None),
+        f"image_direct_{mode}_rps_c32": ("rps", f"image_direct_{mode}_c32", None),
+    }.items()
+} | {
+    "image_grpc_added_vs_binary_p50_ms": (
+        "p50_ms", "image_gateway_grpc_c1", "image_direct_binary_c1"
+    ),
+}  # fmt: skip
+# Rows compared as a ratio although their field is not a throughput.
+RATIO_ROWS = frozenset({"p99_ratio_c32"})
+# Groups of rows a ``perf.json`` may lack (written before they were measured): said, not faked.
+OPTIONAL_GROUPS: tuple[tuple[str, str], ...] = (
+    ("overhead_ratio_p50", "the ratios to the bare passthrough"),
+    ("workers2_rps_c32", "`eraser serve --workers 2`"),
+    ("image_json_p50_ms", "the image model (JSON, binary tensor data, gRPC)"),
+)
 
 
 def markdown_section(res: dict[str, Any]) -> str:
@@ -87,7 +144,7 @@ def markdown_section(res: dict[str, Any]) -> str:
         "stand-in, the gateway and the generator share the machine; its 1-min "
         f"load average was {meta['loadavg_1m_start']:.2f} at the start and "
         f"{meta['loadavg_1m_end']:.2f} at the end (other work on it would show there).",
-        "", *table(res), "",
+        "", *table(res), "", *missing_text(res),
         "*Measured* merges the rounds (percentiles: the median of the rounds' percentiles; "
         "throughput: all requests over all rounds' time). *Each round* is the same quantity "
         "from one round alone, in round order; a round of every compared scenario runs before "
@@ -98,8 +155,9 @@ def markdown_section(res: dict[str, Any]) -> str:
         concurrency_text(res), "", distill_text(res), "",
         *notes(res),
         "Reproduce: `make bench-perf` (smoke run: `python -m bench.perf --quick`; the training "
-        "job alone: `python -m bench.perf --only distill`, merged into the same JSON; this "
-        "section alone from the JSON: `python -m bench.perf --markdown-only`).", MD_END,
+        "job alone: `python -m bench.perf --only distill`, the image scenario alone: "
+        "`--only image`, each merged into the same JSON; this section alone from the JSON: "
+        "`python -m bench.perf --markdown-only`).", MD_END,
     ])  # fmt: skip
 
 
@@ -110,6 +168,8 @@ def table(res: dict[str, Any]) -> list[str]:
         "|---|---:|---:|---:|:---:|",
     ]
     for key, label, unit in TABLE_ROWS:
+        if key not in res:
+            continue  # not measured in the run that wrote ``res``: see ``missing_text``
         value, met = res[key], target_met(key, res[key])
         rounds = per_round(res, key)
         each = " / ".join(_fmt(v, unit) for v in rounds) if rounds else "—"
@@ -125,7 +185,9 @@ def per_round(res: dict[str, Any], key: str) -> list[float] | None:
     if key == "distill_compas_s":
         runs = res.get("distill_compas", {}).get("runs", [])
         return [run["wall_s"] for run in runs] or None
-    scenarios = res.get("perf_scenarios", {})
+    scenarios = res.get("perf_scenarios", {}) | res.get("image_scenarios", {})
+    if key == "overhead_ratio_p50":
+        return _added_ratio_rounds(scenarios)
     field, name, base = ROUND_SOURCES.get(key, ("", "", None))
     if name not in scenarios or (base is not None and base not in scenarios):
         return None
@@ -133,9 +195,31 @@ def per_round(res: dict[str, Any], key: str) -> list[float] | None:
     if base is None:
         return values
     bases = [r[field] for r in scenarios[base]["rounds"]]
-    if field == "rps":
+    if field == "rps" or key in RATIO_ROWS:
         return [v / b if b else float("nan") for v, b in zip(values, bases, strict=True)]
     return [v - b for v, b in zip(values, bases, strict=True)]
+
+
+def _added_ratio_rounds(scenarios: dict[str, Any]) -> list[float] | None:
+    """Per round: (gateway − direct) ÷ (passthrough − direct), p50 at 1 client."""
+    names = ("gateway_c1", "passthrough_c1", "direct_c1")
+    if not all(n in scenarios for n in names):
+        return None
+    rounds = zip(*(scenarios[n]["rounds"] for n in names), strict=True)
+    out = []
+    for g, pt, d in rounds:
+        den = pt["p50_ms"] - d["p50_ms"]
+        out.append((g["p50_ms"] - d["p50_ms"]) / den if den > 0 else float("nan"))
+    return out
+
+
+def missing_text(res: dict[str, Any]) -> list[str]:
+    """Which optional groups of rows this JSON does not hold (a run before they existed)."""
+    missing = [what for key, what in OPTIONAL_GROUPS if key not in res]
+    if not missing:
+        return []
+    return [f"Not in this JSON, so not shown (measured by the next full run): "
+            f"{'; '.join(missing)}.", ""]  # fmt: skip
 
 
 def spread_text(res: dict[str, Any]) -> list[str]:
@@ -207,7 +291,66 @@ def notes(res: dict[str, Any]) -> list[str]:
         "gateway at revision REV and this checkout side by side, in front of one stand-in, in "
         "the same interleaved rounds."
     )
-    return [throughput, "", overlap, "", compare, ""]
+    more = [text + "\n" for text in (workers_text(res), image_text(res)) if text]
+    return [throughput, "", overlap, "", *more, compare, ""]
+
+
+def workers_text(res: dict[str, Any]) -> str:
+    """``eraser serve --workers 2`` against one process, when measured."""
+    if "workers2_rps_c32" not in res:
+        return ""
+    cpu = res.get("workers2_cpu_ms_per_req_c32", float("nan"))
+    return (
+        f"**Two workers.** `eraser serve --workers 2` at 32 clients: "
+        f"{res['workers2_rps_c32']:.1f} req/s against {res['gateway_rps_c32']:.1f} req/s for "
+        f"one process ({res['workers2_vs_gateway_c32']:.2f} ×), p99 "
+        f"{res['workers2_p99_ms_c32']:.2f} ms against {res['gateway_p99_ms_c32']:.2f} ms, "
+        f"{cpu:.2f} ms of CPU per request over both workers. On this machine's "
+        f"{res['perf_meta']['cores']} cores the workers share the CPUs with the stand-in and "
+        "the load generator, so a second process can only win what one event loop leaves idle."
+    )
+
+
+def image_text(res: dict[str, Any]) -> str:
+    """How the image rows were measured, and what each way of sending the image adds."""
+    meta = res.get("image_meta")
+    if meta is None or "image_json_p50_ms" not in res:
+        return ""
+    shape = "×".join(map(str, meta["input_shape"]))
+    added = ", ".join(
+        f"{way} {res[f'image_{mode}_added_p50_ms']:.2f} ms"
+        for mode, way in (("json", "JSON"), ("binary", "binary"), ("grpc", "gRPC"))
+    )
+    return (
+        f"**Image model.** One {shape} FP32 image per request to a small CNN on the stand-in "
+        f"(3×3 convolutions of widths {'-'.join(map(str, meta['cnn_widths']))}, 2× max-pool "
+        f"after the first two, global average pool, {meta['classes']} classes; weights "
+        f"{meta['weights']}: a latency benchmark needs the graph's cost, not what it learned), "
+        f"with a small-CNN patch of the same layout in the gateway{_patch_ms(meta)}. Each way "
+        "a client can send "
+        "the image is measured directly and through the gateway: JSON (every value a JSON "
+        "number; the gateway calls the upstream with JSON), binary tensor data (a JSON header "
+        "then raw FP32, the output asked for as binary too; the gateway calls the upstream "
+        "the same way, `upstream.binary_data`) and gRPC ModelInfer with `raw_input_contents` "
+        "(directly: the stand-in's own gRPC endpoint; through the gateway, whose upstream "
+        "call is then binary HTTP). Added latency at p50, 1 client: "
+        f"{added}. The gRPC figure also holds the difference between the stand-in's gRPC and "
+        "HTTP paths, since the gateway reaches the upstream over HTTP; against the stand-in "
+        "called directly with binary HTTP, as the gateway calls it, its gRPC route adds "
+        f"{res['image_grpc_added_vs_binary_p50_ms']:.2f} ms. All six targets are driven by "
+        "the same Python generator (aiohttp; grpc.aio "
+        "for gRPC) in its own process — wrk cannot speak gRPC — so these figures are not "
+        f"comparable with the tabular rows' wrk figures. Measured {meta['date']}, "
+        f"{meta['seconds']:g} s per scenario in {meta['rounds']} interleaved round(s) after a "
+        f"{meta['warm_s']:g} s warm-up; 1-min load average {meta['loadavg_1m_start']:.2f} at "
+        f"its start and {meta['loadavg_1m_end']:.2f} at its end."
+    )
+
+
+def _patch_ms(meta: dict[str, Any]) -> str:
+    if "patch_ms" not in meta:
+        return ""
+    return f" (alone {meta['patch_ms']:.2f} ms per image: ORT median, 1 thread)"
 
 
 def concurrency_text(res: dict[str, Any]) -> str:

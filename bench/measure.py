@@ -8,6 +8,7 @@ one noisy round from deciding.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -29,6 +30,7 @@ class Scenario:
     body: bytes
     concurrency: int
     pid: int | None = None  # the target's process, whose CPU time per request is recorded
+    headers: Mapping[str, str] | None = None  # on top of the bench's (e.g. a binary body's)
 
 
 def merge_rounds(rounds: list[Load]) -> Load:
@@ -58,6 +60,18 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time so far of ``pid`` and its living descendants: a gateway run with ``--workers
+    2`` serves from two child processes, which its own counters never see."""
+    from deploy.local.processes import descendants
+
+    total = 0.0
+    for p in (pid, *descendants(pid)):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += process_cpu_seconds(p)
+    return total
+
+
 @dataclass(frozen=True)
 class Bench:
     """How every scenario is measured: one generator, one client identity, fixed durations."""
@@ -72,7 +86,7 @@ class Bench:
         """Warm every target at its concurrency (connections, caches, ORT arenas), then run
         the interleaved rounds; returns merged loads and the per-round ones."""
         for s in scenarios:
-            self.generate(s.url, s.body, self.headers, s.concurrency, self.warm_s)
+            self.generate(s.url, s.body, self.headers_of(s), s.concurrency, self.warm_s)
         per_round: dict[str, list[Load]] = {s.key: [] for s in scenarios}
         for i in range(self.rounds):
             for s in scenarios:
@@ -81,16 +95,21 @@ class Bench:
                 per_round[s.key].append(load)
         return {k: merge_rounds(v) for k, v in per_round.items()}, per_round
 
+    def headers_of(self, s: Scenario) -> dict[str, str]:
+        """The bench's client identity plus the scenario's own headers (which win)."""
+        return {**self.headers, **(s.headers or {})}
+
     def load(self, s: Scenario, seconds: float) -> Load:
         """One run of ``seconds``; a failed request means the numbers measure an error path.
 
-        The target's CPU time per request is recorded too: at 32 clients a one-event-loop
-        server is CPU-bound, so this is what its throughput is made of."""
-        cpu_before = process_cpu_seconds(s.pid) if s.pid else 0.0
-        raw = self.generate(s.url, s.body, self.headers, s.concurrency, seconds)
+        The target's CPU time per request (its process and its children's) is recorded too:
+        at 32 clients a one-event-loop server is CPU-bound, so this is what its throughput is
+        made of."""
+        cpu_before = tree_cpu_seconds(s.pid) if s.pid else 0.0
+        raw = self.generate(s.url, s.body, self.headers_of(s), s.concurrency, seconds)
         load = Load.from_raw(raw)
         if s.pid and load.requests:
-            cpu_ms = (process_cpu_seconds(s.pid) - cpu_before) * 1e3 / load.requests
+            cpu_ms = (tree_cpu_seconds(s.pid) - cpu_before) * 1e3 / load.requests
             load = replace(load, cpu_ms_per_request=cpu_ms)
         if load.errors:
             raise RuntimeError(f"{s.key} ({s.url}): {load.errors} failed requests")

@@ -14,6 +14,14 @@ differences of percentiles taken seconds apart on the same machine:
                   the end-to-end p50 should be ≈20 ms, not ≈30.
 5. distill      — ``eraser train eraser`` on 1,000 COMPAS calibration rows, end to end
                   (``bench.distill``): ``distill_compas_s``.
+6. image        — a 1×3×64×64 FP32 small CNN on the stand-in and a small-CNN patch
+                  (``bench.image``; seeded random weights: latency does not depend on what
+                  they learned), each way a client sends the image — JSON, binary tensor data,
+                  gRPC — directly and through the gateway, c=1 and 32: ``image_*`` keys. All
+                  six targets share the Python generator (wrk cannot speak gRPC).
+
+Scenario 2 also runs ``eraser serve --workers 2`` at c=32 (``workers2_*``), and the ratio keys
+compare the gateway with the bare passthrough: ``overhead_ratio_p50``, ``p99_ratio_c32``.
 
 This module is the CLI and the order of work; the parts live in ``bench.loadgen`` (wrk or a
 Python fallback), ``bench.measure`` (interleaved rounds), ``bench.servers`` (the processes),
@@ -32,22 +40,25 @@ from typing import Any
 
 import numpy as np
 
+from bench import image
 from bench.common import MARKDOWN, PREDICT_HEADERS, PREFIX, RESULTS
 from bench.distill import measure_distill
-from bench.loadgen import choose_generator
+from bench.loadgen import choose_generator, run_python
 from bench.markdown import markdown_section, write_markdown
 from bench.measure import Bench, Measured
-from bench.patches import calibrate_heavy, small_patch
+from bench.patches import calibrate_heavy, patch_median_ms, small_patch
 from bench.report import (
     TARGETS,
     concurrency_summary,
+    image_meta,
+    image_summary,
     machine_meta,
     scenario_json,
     summarize,
     target_met,
     write_json,
 )
-from bench.scenarios import fast_phase, slow_phase
+from bench.scenarios import fast_phase, image_phase, slow_phase
 from deploy.local.processes import CACHE, ROOT, clear_redis_prefix
 
 PATCH_TARGET_MS = 10.0
@@ -62,7 +73,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "with --quick .cache/bench/perf-quick.json)")  # fmt: skip
     parser.add_argument("--markdown", type=Path, help="default BENCHMARKS.md, none with --quick")
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
-    parser.add_argument("--only", choices=("all", "gateway", "distill"), default="all",
+    parser.add_argument("--only", choices=("all", "gateway", "image", "distill"),
+                        default="all",
                         help="run a subset; results merge into the same JSON")  # fmt: skip
     parser.add_argument("--markdown-only", action="store_true",
                         help="measure nothing: rewrite the Performance section of --markdown "
@@ -91,6 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.only in ("all", "distill"):
         print("scenario 5: the COMPAS distillation job, end to end", flush=True)
         result |= measure_distill(runs=1 if args.quick else 3)
+    if args.only in ("all", "image"):
+        result |= image_scenarios(args, argv, seconds, rounds)
     merged = write_json(out, result)
     merged = write_json(out, {"perf_targets_met": targets_met(merged)})
     if markdown is not None:
@@ -126,6 +140,26 @@ def gateway_scenarios(
         clear_redis_prefix(PREFIX)
     return results(fast, slow, heavy.meta(), calibration) | {
         "perf_meta": machine_meta(name.split()[0], bench, argv, load_start),
+    }
+
+
+def image_scenarios(
+    args: argparse.Namespace, argv: list[str], seconds: float, rounds: int
+) -> dict[str, Any]:
+    """Scenario 6, with its own generator and where it ran (``image_meta``)."""
+    load_start = os.getloadavg()[0]
+    warm_s = 1.0 if args.quick else 2.0
+    bench = Bench(run_python, PREDICT_HEADERS, seconds, warm_s=warm_s, rounds=rounds)
+    print("scenario 6: a 1×3×64×64 small CNN over JSON, binary tensor data and gRPC", flush=True)
+    clear_redis_prefix(PREFIX)
+    try:
+        loads, per_round = image_phase(bench, CACHE / "bench" / "image-models")
+    finally:
+        clear_redis_prefix(PREFIX)
+    patch_ms = patch_median_ms(image.image_patch(), image.image(), runs=100)
+    return image_summary(loads) | {
+        "image_scenarios": {k: scenario_json(v, per_round[k]) for k, v in loads.items()},
+        "image_meta": image_meta(bench, argv, load_start) | {"patch_ms": round(patch_ms, 3)},
     }
 
 

@@ -21,10 +21,15 @@ from bench.measure import Bench
 TARGETS: dict[str, tuple[str, float]] = {
     "overhead_p50_ms": ("<=", 1.0),
     "overhead_p99_ms": ("<=", 3.0),
-    "throughput_vs_passthrough": (">=", 0.8),
+    "overhead_ratio_p50": ("<=", 1.5),
+    "throughput_vs_passthrough": (">=", 1.0),
+    "p99_ratio_c32": ("<=", 1.5),
     "concurrent_p50_ms": ("<=", 22.0),
+    "image_binary_added_p50_ms": ("<=", 1.5),
+    "image_grpc_added_p50_ms": ("<=", 1.5),
     "distill_compas_s": ("<=", 20.0),
 }
+IMAGE_MODES = ("json", "binary", "grpc")  # how a client sends the image (bench.image)
 
 
 def summarize(loads: dict[str, Load]) -> dict[str, float]:
@@ -51,7 +56,60 @@ def summarize(loads: dict[str, Load]) -> dict[str, float]:
         "unbatched_cpu_ms_per_req_c32": u32.cpu_ms_per_request or float("nan"),
         "passthrough_cpu_ms_per_req_c32": pt32.cpu_ms_per_request or float("nan"),
         "direct_cpu_ms_per_req_c32": d32.cpu_ms_per_request or float("nan"),
+    } | ratios(loads)
+    return {k: round(v, 3) for k, v in out.items()}
+
+
+def ratios(loads: dict[str, Load]) -> dict[str, float]:
+    """The gateway against the bare passthrough proxy (same generator, same rounds): added
+    p50 over added p50 at 1 client, p99 over p99 at 32; and ``eraser serve --workers 2``
+    against the one-process gateway at 32 clients, when that scenario ran."""
+    d1, g1, pt1 = loads["direct_c1"], loads["gateway_c1"], loads["passthrough_c1"]
+    g32, pt32 = loads["gateway_c32"], loads["passthrough_c32"]
+    out = {
+        "overhead_ratio_p50": _ratio(g1.p50_ms - d1.p50_ms, pt1.p50_ms - d1.p50_ms),
+        "p99_ratio_c32": _ratio(g32.p99_ms, pt32.p99_ms),
     }
+    if "workers2_c32" in loads:
+        w2 = loads["workers2_c32"]
+        out |= {
+            "workers2_rps_c32": w2.rps,
+            "workers2_vs_gateway_c32": _ratio(w2.rps, g32.rps),
+            "workers2_p99_ms_c32": w2.p99_ms,
+            "gateway_p99_ms_c32": g32.p99_ms,
+            "workers2_cpu_ms_per_req_c32": w2.cpu_ms_per_request or float("nan"),
+        }
+    return out
+
+
+def _ratio(num: float, den: float) -> float:
+    """``num / den``; NaN (written as such, never a made-up figure) when ``den`` is not
+    positive: a passthrough adding nothing measurable leaves the ratio undefined."""
+    return num / den if den > 0 else float("nan")
+
+
+def image_summary(loads: dict[str, Load]) -> dict[str, float]:
+    """The image scenario: per way of sending the image, the gateway's p50/p99 at 1 client,
+    what it adds over the stand-in called the same way, and throughput at 32 clients."""
+    out: dict[str, float] = {}
+    for mode in IMAGE_MODES:
+        d1, g1 = loads[f"image_direct_{mode}_c1"], loads[f"image_gateway_{mode}_c1"]
+        d32, g32 = loads[f"image_direct_{mode}_c32"], loads[f"image_gateway_{mode}_c32"]
+        out |= {
+            f"image_{mode}_p50_ms": g1.p50_ms,
+            f"image_{mode}_p99_ms": g1.p99_ms,
+            f"image_direct_{mode}_p50_ms": d1.p50_ms,
+            f"image_direct_{mode}_p99_ms": d1.p99_ms,
+            f"image_{mode}_added_p50_ms": g1.p50_ms - d1.p50_ms,
+            f"image_{mode}_added_p99_ms": g1.p99_ms - d1.p99_ms,
+            f"image_{mode}_rps_c32": g32.rps,
+            f"image_direct_{mode}_rps_c32": d32.rps,
+            f"image_{mode}_cpu_ms_per_req_c32": g32.cpu_ms_per_request or float("nan"),
+        }
+    # The gateway's gRPC route calls its upstream with binary HTTP: against that direct call,
+    # what remains is the gateway itself, without gRPC's and HTTP's different costs upstream.
+    grpc_vs_binary = loads["image_gateway_grpc_c1"].p50_ms - loads["image_direct_binary_c1"].p50_ms
+    out["image_grpc_added_vs_binary_p50_ms"] = grpc_vs_binary
     return {k: round(v, 3) for k, v in out.items()}
 
 
@@ -126,5 +184,27 @@ def machine_meta(
         "loadavg_1m_start": round(load_start, 2),
         "loadavg_1m_end": round(os.getloadavg()[0], 2),
         "versions": versions,
+        "command": " ".join(["python -m bench.perf", *argv]),
+    }
+
+
+def image_meta(bench: Bench, argv: list[str], load_start: float) -> dict[str, Any]:
+    """How the image scenario was measured; it may run alone (``--only image``), so it
+    carries its own date, generator and load averages."""
+    from bench import image
+
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "generator": "python (aiohttp; grpc.aio for gRPC), separate process",
+        "seconds": bench.seconds,
+        "rounds": bench.rounds,
+        "warm_s": bench.warm_s,
+        "input_shape": [1, *image.IMAGE_SHAPE],
+        "cnn_widths": list(image.WIDTHS),
+        "classes": len(image.IMAGE_CLASSES),
+        "weights": "seeded random (He init), not trained",
+        "upstream_grpc": True,
+        "loadavg_1m_start": round(load_start, 2),
+        "loadavg_1m_end": round(os.getloadavg()[0], 2),
         "command": " ".join(["python -m bench.perf", *argv]),
     }

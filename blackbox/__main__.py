@@ -57,6 +57,9 @@ def serve_dir(
     host: Annotated[str, typer.Option(help="0.0.0.0 inside a container")] = "127.0.0.1",
     threads: Annotated[int, typer.Option(min=1, help="onnxruntime intra-op threads per model")] = 1,
     delay_ms: Annotated[float, typer.Option(help="artificial latency per request")] = 0.0,
+    grpc_port: Annotated[
+        int | None, typer.Option(help="also serve OIP v2 over gRPC on this port (ModelInfer)")
+    ] = None,
 ) -> None:
     """Serve every ONNX model of a directory over OIP v2, each at /v2/models/{name}.
 
@@ -79,7 +82,7 @@ def serve_dir(
         )
         raise typer.Exit(1)
     typer.echo(f"serving {', '.join(models)} on http://{host}:{port}", err=True)
-    serve_models(models, host=host, port=port, delay_ms=delay_ms)
+    serve_models(models, host=host, port=port, delay_ms=delay_ms, grpc_port=grpc_port)
 
 
 if __name__ == "__main__":

@@ -338,7 +338,32 @@ def serve_models(
     host: str = "127.0.0.1",
     port: int = 9001,
     delay_ms: float = 0.0,
+    grpc_port: int | None = None,
 ) -> None:
-    """Run a server for several named models in the foreground (blocking)."""
+    """Run a server for several named models in the foreground (blocking); with ``grpc_port``
+    also their OIP v2 gRPC endpoint (``blackbox.grpc_server``) on the same event loop."""
     app = create_app(models, delay_ms=delay_ms)
-    uvicorn.Server(build_config(app, host=host, port=port)).run()
+    server = uvicorn.Server(build_config(app, host=host, port=port))
+    if grpc_port is None:
+        server.run()
+        return
+    import uvloop
+
+    uvloop.run(_serve_with_grpc(server, models, host, grpc_port, delay_ms))
+
+
+async def _serve_with_grpc(
+    server: uvicorn.Server,
+    models: Mapping[str, ServedModel],
+    host: str,
+    grpc_port: int,
+    delay_ms: float,
+) -> None:
+    """gRPC starts first, so the HTTP readiness probe answering means both are up."""
+    from blackbox import grpc_server
+
+    grpc = await grpc_server.start(models, host, grpc_port, delay_ms)
+    try:
+        await server.serve()
+    finally:
+        await grpc.stop(1.0)

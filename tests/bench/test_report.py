@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from bench.loadgen import Load
@@ -12,12 +13,21 @@ from bench.markdown import (
     MD_START,
     TABLE_ROWS,
     markdown_section,
+    missing_text,
     per_round,
     replace_section,
     spread_text,
 )
 from bench.measure import merge_rounds
-from bench.report import concurrency_summary, merge_results, summarize, target_met
+from bench.report import (
+    IMAGE_MODES,
+    concurrency_summary,
+    image_summary,
+    merge_results,
+    ratios,
+    summarize,
+    target_met,
+)
 
 
 def load(p50: float, p99: float, requests: int = 100, seconds: float = 1.0) -> Load:
@@ -41,6 +51,42 @@ def test_summarize_takes_differences_against_the_direct_upstream() -> None:
     assert (out["overhead_p50_ms"], out["overhead_p99_ms"]) == (0.7, 1.2)
     assert out["throughput_vs_passthrough"] == 0.75 and out["gateway_rps_c32"] == 3000
     assert out["throughput_vs_passthrough_unbatched"] == 0.5
+    assert out["overhead_ratio_p50"] == pytest.approx(0.7 / 0.4, abs=1e-3)
+    assert out["p99_ratio_c32"] == 2.0
+    assert "workers2_rps_c32" not in out  # that scenario did not run
+
+
+def test_ratios_compare_with_the_passthrough_and_two_workers_with_one() -> None:
+    loads = {"direct_c1": load(0.2, 0.5), "gateway_c1": load(0.8, 1.7),
+             "passthrough_c1": load(0.6, 0.9), "gateway_c32": load(8.0, 20.0, 3000),
+             "passthrough_c32": load(6.0, 16.0, 4000),
+             "workers2_c32": load(7.0, 15.0, 3600)}  # fmt: skip
+    out = ratios(loads)
+    assert out["overhead_ratio_p50"] == pytest.approx(1.5)
+    assert out["p99_ratio_c32"] == pytest.approx(1.25)
+    assert out["workers2_rps_c32"] == 3600 and out["workers2_vs_gateway_c32"] == 1.2
+    assert (out["workers2_p99_ms_c32"], out["gateway_p99_ms_c32"]) == (15.0, 20.0)
+    assert target_met("overhead_ratio_p50", 1.5) is True
+    assert target_met("p99_ratio_c32", 1.51) is False
+    same = ratios(loads | {"passthrough_c1": load(0.2, 0.9)})  # the proxy added nothing
+    assert np.isnan(same["overhead_ratio_p50"])  # undefined, not a made-up figure
+
+
+def test_image_summary_takes_each_mode_against_the_upstream_called_the_same_way() -> None:
+    loads = {}
+    for i, mode in enumerate(IMAGE_MODES):
+        loads |= {f"image_direct_{mode}_c1": load(2.0 + i, 4.0),
+                  f"image_gateway_{mode}_c1": load(3.0 + 2 * i, 7.0),
+                  f"image_direct_{mode}_c32": load(30.0, 40.0, 1000),
+                  f"image_gateway_{mode}_c32": load(40.0, 60.0, 800)}  # fmt: skip
+    out = image_summary(loads)
+    assert (out["image_json_p50_ms"], out["image_json_added_p50_ms"]) == (3.0, 1.0)
+    assert (out["image_binary_added_p50_ms"], out["image_grpc_added_p50_ms"]) == (2.0, 3.0)
+    assert out["image_grpc_added_p99_ms"] == 3.0 and out["image_binary_rps_c32"] == 800
+    assert out["image_direct_grpc_rps_c32"] == 1000
+    assert out["image_grpc_added_vs_binary_p50_ms"] == 7.0 - 3.0  # gRPC in, binary HTTP out
+    assert target_met("image_binary_added_p50_ms", 1.5) is True
+    assert target_met("image_grpc_added_p50_ms", 1.51) is False
 
 
 def test_concurrency_summary_reports_overlap_against_a_sequential_estimate() -> None:
@@ -63,7 +109,8 @@ def test_merge_results_keeps_other_benchmarks_keys() -> None:
 def test_target_met_compares_in_the_targets_direction() -> None:
     assert target_met("overhead_p50_ms", 1.0) is True
     assert target_met("overhead_p50_ms", 1.01) is False
-    assert target_met("throughput_vs_passthrough", 0.79) is False
+    assert target_met("throughput_vs_passthrough", 0.99) is False
+    assert target_met("throughput_vs_passthrough", 1.0) is True
     assert target_met("gateway_rps_c32", 5.0) is None
 
 
@@ -128,21 +175,21 @@ def test_per_round_pairs_each_round_with_its_baselines_round() -> None:
     assert per_round(res, "patch_ms") is None  # one in-process figure, no rounds
     assert per_round(res, "distill_compas_s") == [7.1]
     table = markdown_section(res)
-    assert "| 1.00 × | 0.83 / 0.75 | ≥ 0.8 |" in table
+    assert "| 1.00 × | 0.83 / 0.75 | ≥ 1 |" in table
     assert "| 1.00 req/s | 3000.0 / 2700.0 | — | — |" in table
 
 
 def test_a_verdict_inside_the_rounds_spread_is_called_noise_with_its_rounds() -> None:
-    res = _res() | {"throughput_vs_passthrough": 0.79, "overhead_p50_ms": 0.8}
+    res = _res() | {"throughput_vs_passthrough": 0.99, "overhead_p50_ms": 0.8}
     res["perf_scenarios"] = {
         "gateway_c1": _rounds((1.0, 900), (1.1, 800), (1.05, 850)),
         "direct_c1": _rounds((0.2, 4000), (0.2, 4100), (0.2, 4000)),
-        "gateway_c32": _rounds((9.0, 3060), (9.5, 2970), (9.9, 2770)),
+        "gateway_c32": _rounds((9.0, 3800), (9.5, 3700), (9.9, 3500)),
         "passthrough_c32": _rounds((8.0, 3690), (8.0, 3830), (8.0, 3600)),
     }
     lines = spread_text(res)
     ratio = next(x for x in lines if x.startswith("- Throughput at 32 clients"))
-    assert "rounds 0.77–0.83 ×, met in 1 of 3" in ratio
+    assert "rounds 0.97–1.03 ×, met in 1 of 3" in ratio
     assert "within this machine's noise" in ratio
     latency = next(x for x in lines if x.startswith("- Added latency p50"))
     assert "rounds 0.80–0.90 ms, met in all 3." in latency
@@ -177,3 +224,59 @@ def test_markdown_only_rewrites_the_section_from_the_json_without_measuring(tmp_
     assert markdown_section(_res()) in text
     perf.main(["--markdown-only", "--out", str(out), "--markdown", str(md)])
     assert md.read_text() == text
+
+
+IMAGE_META = {"date": "d2", "generator": "python", "seconds": 12, "rounds": 3, "warm_s": 2,
+              "input_shape": [1, 3, 64, 64], "cnn_widths": [16, 32, 64], "classes": 2,
+              "weights": "seeded random (He init), not trained", "upstream_grpc": True,
+              "loadavg_1m_start": 0.5, "loadavg_1m_end": 0.7, "patch_ms": 0.11}  # fmt: skip
+
+
+def test_a_json_without_the_newer_keys_renders_without_them_and_says_so() -> None:
+    newer = ("overhead_ratio_p50", "p99_ratio_c32", "workers2_", "gateway_p99_ms_c32", "image_")
+    old = {k: v for k, v in _res().items() if not k.startswith(newer)}
+    text = markdown_section(old)
+    assert "Image 1×3×64×64" not in text and "--workers 2`, 32" not in text
+    assert "÷ bare passthrough's" not in text
+    assert text.count("\n| ") == sum(key in old for key, _, _ in TABLE_ROWS) + 1
+    (line, _) = missing_text(old)
+    assert "the ratios to the bare passthrough" in line and "`eraser serve --workers 2`" in line
+    assert "the image model" in line
+    assert missing_text(_res()) == []
+    assert "**Image model.**" not in markdown_section(_res())  # rows without their meta
+
+
+def test_image_and_workers_notes_and_rows_come_from_the_json() -> None:
+    res = _res() | {"image_meta": IMAGE_META, "image_binary_added_p50_ms": 0.7,
+                    "image_grpc_added_p50_ms": 1.9, "workers2_rps_c32": 3300.0,
+                    "gateway_rps_c32": 3000.0, "workers2_vs_gateway_c32": 1.1}  # fmt: skip
+    text = markdown_section(res)
+    assert "Added latency at p50, 1 client: JSON 1.00 ms, binary 0.70 ms, gRPC 1.90 ms." in text
+    assert "widths 16-32-64" in text and "seeded random (He init), not trained" in text
+    assert "(alone 0.11 ms per image: ORT median, 1 thread)" in text
+    assert "3300.0 req/s against 3000.0 req/s for one process (1.10 ×)" in text
+    row = "| Image over binary tensor data: added latency p50 | 0.70 ms | — | ≤ 1.5 | yes |"
+    assert row in text
+    assert "| Image over gRPC: added latency p50 | 1.90 ms | — | ≤ 1.5 | **no** |" in text
+
+
+def test_per_round_of_the_ratio_and_image_rows() -> None:
+    res = _res()
+    res["perf_scenarios"] = {
+        "gateway_c1": _rounds((1.0, 900), (1.2, 800)),
+        "direct_c1": _rounds((0.25, 4000), (0.2, 4100)),
+        "passthrough_c1": _rounds((0.75, 1000), (0.7, 1000)),
+        "gateway_c32": _rounds((9.0, 3000), (9.5, 2700)),
+        "passthrough_c32": _rounds((6.0, 3600), (9.5, 3600)),
+        "workers2_c32": _rounds((8.0, 3300), (8.0, 2700)),
+    }
+    res["image_scenarios"] = {
+        "image_gateway_grpc_c1": _rounds((3.0, 300), (3.5, 280)),
+        "image_direct_grpc_c1": _rounds((2.0, 500), (2.1, 480)),
+    }
+    assert per_round(res, "overhead_ratio_p50") == pytest.approx([1.5, 2.0])
+    assert per_round(res, "p99_ratio_c32") == pytest.approx([1.5, 1.0])  # p99 = 2 × p50 here
+    assert per_round(res, "workers2_vs_gateway_c32") == pytest.approx([1.1, 1.0])
+    assert per_round(res, "image_grpc_added_p50_ms") == pytest.approx([1.0, 1.4])
+    assert per_round(res, "image_grpc_p50_ms") == [3.0, 3.5]
+    assert per_round(res, "image_json_p50_ms") is None  # not in this JSON
