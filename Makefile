@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 PYTHON ?= python3
 
-.PHONY: test test-fast demo bench-perf bench-quality bench-reliability lint redis prometheus compose-cli clean
+.PHONY: test test-fast demo bench-perf bench-quality bench-reliability bench-gpu lint redis prometheus compose-cli browser-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +23,15 @@ prometheus:
 compose-cli:
 	bash deploy/local/ensure-compose.sh >/dev/null || true
 
+# /docs is checked in a headless DOM (jsdom, pinned by its lockfile; the test skips, saying why,
+# without node and npm).
+browser-deps:
+	cd tests/service/api/browser && { command -v npm >/dev/null && npm ci --no-audit --no-fund --silent || echo "npm not found: the headless /docs check will skip"; }
+
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
-test: lint redis prometheus compose-cli
+test: lint redis prometheus compose-cli browser-deps
 	$(PY) -m pytest -q -rs
 
 # The developer loop: everything but the end-to-end tests marked `slow` (CI runs them all).
@@ -47,6 +52,14 @@ bench-quality: redis
 # loopback with a Redis of its own (about five minutes; `python -m bench.reliability --quick`).
 bench-reliability: redis
 	$(PY) -m bench.reliability
+
+# The patch stage on a GPU (docs/operations.md#gpu): CUDA vs raw ONNX Runtime with I/O binding at
+# batch 1, 32, 256, fp16 parity; bench/results/gpu.json only from a CUDA run. Here it exports the
+# patches and measures the CPU provider into .cache/. On the lent GPU machine, with no venv:
+# `make bench-gpu PY=python3 GPU_BENCH_ARGS='--patches /tmp/gpu-bench'` (PYTHONPATH=/tmp/site).
+GPU_BENCH_ARGS ?=
+bench-gpu: $(if $(filter $(VENV)/bin/python,$(PY)),$(STAMP))
+	$(PY) -m bench.gpu $(GPU_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .hypothesis

@@ -258,6 +258,14 @@ class RuntimeSettings(BaseModel):
     """How patches run and how each replica follows the registry."""
 
     use_gpu: bool = Field(default=True, description="use CUDA when present and the patch allows")
+    gpu_min_input_elements: int = Field(
+        default=256,
+        ge=0,
+        description="patches whose per-instance input has fewer elements stay on the CPU "
+        "provider even when CUDA is used: a CUDA call's fixed launch and copy cost exceeds a "
+        "tabular MLP's whole CPU run; 256 keeps tabular inputs on the CPU and sends images of "
+        "MNIST size and up to CUDA (0: every allowed patch on CUDA)",
+    )
     intra_op_threads: int = Field(
         default=1,
         ge=0,

@@ -20,7 +20,7 @@ from patch_training.nets.fit import predict_log
 from service.patch_contract import PATCH_INPUT, PATCH_OUTPUT
 
 OPSET = 17
-_MAX_IR_VERSION = 8  # onnxruntime >= 1.14 reads it; same cap as the hand-built patches
+MAX_IR_VERSION = 8  # onnxruntime >= 1.14 reads it; same cap as the hand-built patches
 
 
 class ParityError(ValueError):
@@ -59,7 +59,7 @@ def export_patch(net: nn.Module, input_shape: Sequence[int]) -> bytes:
     device = next(iter(net.parameters()), torch.empty(0)).device
     dummy = torch.zeros((2, *(int(d) for d in input_shape)), dtype=torch.float32, device=device)
     model = onnx.load_from_string(trace_to_onnx(net, dummy))
-    model.ir_version = min(model.ir_version, _MAX_IR_VERSION)
+    model.ir_version = min(model.ir_version, MAX_IR_VERSION)
     onnx.checker.check_model(model, full_check=True)
     return model.SerializeToString()
 

@@ -66,6 +66,7 @@ class TrainedPatch:
     blob: bytes
     parity_max_abs_diff: float
     patch_shift: list[float] | None = None  # δ/α baked into the exported graph (class offset)
+    fp16_parity_max_abs_diff: float | None = None  # export.fp16: |fp16 − fp32| on parity rows
 
 
 @dataclass(frozen=True)
@@ -245,8 +246,13 @@ def tune_and_export(fitted: FittedPatch, data: MethodInput, groups: np.ndarray) 
     served = fitted.served if shift is None else ShiftedPatch(fitted.served, shift.tolist())
     blob = export_patch(served, data.model.input.shape)
     parity = check_parity(served, blob, data.x[j][:PARITY_ROWS])
+    half = None
+    if spec.export.fp16:  # the fp16 graph is what the gate then judges and the registry stores
+        from patch_training.export.fp16 import export_fp16
+
+        blob, half = export_fp16(blob, data.x[j][:PARITY_ROWS])
     baked = None if shift is None else [float(v) for v in shift]
-    return TrainedPatch(fitted, choice, blob, parity, baked)
+    return TrainedPatch(fitted, choice, blob, parity, baked, half)
 
 
 def judge_served(
@@ -368,6 +374,8 @@ def _training_record(
             "baked_shift": trained.patch_shift,
         },
         "onnx_parity_max_abs_diff": trained.parity_max_abs_diff,
+        "export": spec.export.model_dump()
+        | {"fp16_parity_max_abs_diff": trained.fp16_parity_max_abs_diff},
     }
 
 

@@ -2,6 +2,12 @@
 
 A patch must take its declared input and answer ``log_bias`` [N, K] with log-normalised rows;
 anything else is refused at load time (``PatchLoadError``) so it can never reach a request.
+
+On the CUDA provider a session runs through I/O binding: the request's input is bound from host
+memory (ONNX Runtime copies it to the device) and ``log_bias`` is allocated by ONNX Runtime on
+the device and copied back once after the run, the path ONNX Runtime recommends for CUDA and the
+one the GPU benchmark (bench/gpu.py) compares against raw ONNX Runtime. Which provider a patch
+gets is decided in ``service.runtime.providers``.
 """
 
 from __future__ import annotations
@@ -14,16 +20,9 @@ import onnxruntime as ort
 
 from service.errors import PatchFailed, PatchLoadError
 from service.patch_contract import LOG_NORM_TOLERANCE, PATCH_OUTPUT
+from service.runtime.providers import CUDA
 
 log = logging.getLogger(__name__)
-
-
-def choose_providers(use_gpu: bool, allow_gpu: bool) -> list[str]:
-    """CUDA first when the machine has it and both the gateway and the patch allow it."""
-    available = ort.get_available_providers()
-    if use_gpu and allow_gpu and "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
 
 
 class PatchSession:
@@ -39,7 +38,10 @@ class PatchSession:
         providers: list[str],
         intra_op_threads: int = 1,
         label: str = "patch",
+        io_binding: bool | None = None,
     ) -> None:
+        """``io_binding``: None binds when the session's provider is CUDA; True or False forces
+        it (ONNX Runtime's I/O binding works on the CPU provider too, which tests rely on)."""
         self.label = label
         self.input_name = input_name
         self.input_shape = list(input_shape)
@@ -47,6 +49,9 @@ class PatchSession:
         self._session = self._create(blob, providers, intra_op_threads)
         self._cost_1 = self._cost_64 = float("inf")  # until warm() has timed it
         self.providers = self._session.get_providers()
+        self.on_cuda = self.providers[0] == CUDA  # ORT falls back to CPU if CUDA fails to load
+        self.uses_io_binding = self.on_cuda if io_binding is None else io_binding
+        self._device = "cuda" if self.on_cuda else "cpu"
         self._check_signature()
 
     def _create(self, blob: bytes, providers: list[str], threads: int) -> ort.InferenceSession:
@@ -115,4 +120,12 @@ class PatchSession:
         return out
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
-        return self._session.run([PATCH_OUTPUT], {self.input_name: x})[0]
+        if not self.uses_io_binding:
+            return self._session.run([PATCH_OUTPUT], {self.input_name: x})[0]
+        # One binding per call: ``run`` is called from several threads at once, and a binding
+        # holds its call's buffers. ORT sizes the output ([N, K]) and allocates it on the device.
+        binding = self._session.io_binding()
+        binding.bind_cpu_input(self.input_name, np.ascontiguousarray(x))
+        binding.bind_output(PATCH_OUTPUT, self._device)
+        self._session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]

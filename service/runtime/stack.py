@@ -16,7 +16,8 @@ import numpy as np
 from service.errors import PatchLoadError
 from service.registry.models import PatchManifest, Stack
 from service.registry.store import Registry
-from service.runtime.patch_session import PatchSession, choose_providers
+from service.runtime.patch_session import PatchSession
+from service.runtime.providers import choose_providers
 from service.settings import ModelConfig, RuntimeSettings
 
 
@@ -114,7 +115,12 @@ def build_session(
         input_name=manifest.input_name,
         input_shape=manifest.input_shape,
         num_classes=model.num_classes,
-        providers=choose_providers(runtime.use_gpu, manifest.allow_gpu),
+        providers=choose_providers(
+            runtime.use_gpu,
+            manifest.allow_gpu,
+            input_shape=manifest.input_shape,
+            min_elements=runtime.gpu_min_input_elements,
+        ),
         intra_op_threads=runtime.intra_op_threads,
         label=f"{manifest.name} v{manifest.version}",
     )
