@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from tqdm import tqdm
 
+from bench.quality.audit_rows import AuditRun, evaluate_audit, plan_audits, submit_audit
 from bench.quality.client import Gateway
 from bench.quality.datasets import DATA_DIR
 from bench.quality.deployed import deployed_onnx
@@ -31,19 +32,24 @@ from bench.quality.poisoner_retrain import supported as retrain_supported
 from bench.quality.protocol import (
     LABEL_FREE_ROWS,
     SETTINGS,
+    FmdRun,
     LabelFreeRun,
     Run,
     evaluate,
+    evaluate_fmd,
     evaluate_label_free,
     evaluate_outer,
     evaluate_retrain,
     plan,
+    plan_fmd,
     plan_label_free,
     plan_outer,
 )
 from bench.quality.results import (
     aggregate,
+    aggregate_fmd,
     aggregate_label_free,
+    fmd_targets,
     for_json,
     label_free_targets,
     merge_rows,
@@ -92,6 +98,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="store_false",
         help="skip the label-free rows (the Poisoner's jobs and the poisoner_retrain "
         "laboratory row)",
+    )
+    p.add_argument(
+        "--no-fmd",
+        dest="fmd",
+        action="store_false",
+        help="skip the FMD jobs (vanilla.fmd and vanilla.eraser+fmd on COMPAS and Adult)",
+    )
+    p.add_argument(
+        "--no-audit",
+        dest="audit",
+        action="store_false",
+        help="skip the counterfactual bias audits of the seed-0 vanilla models (POST /audits)",
     )
     p.add_argument(
         "--poisoner-rows",
@@ -154,6 +172,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     outer = plan_outer(args.settings, seeds, DATA_DIR) if args.outer else []
     stacked = plan_stacked(args.settings, seeds, DATA_DIR) if args.outer else []
     label_free, retrain = _plan_label_free(args, runs)
+    fmd = plan_fmd(runs) if args.fmd and not args.label_free_only else []
+    audits = plan_audits(runs) if args.audit and not args.label_free_only else []
     if args.label_free_only:
         deployed = {lf.deployed for lf in label_free}
         runs, outer, stacked = [r for r in runs if r.deployed in deployed], [], []
@@ -161,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     if args.label_free_only:
         return _dump_label_free(args, _measure([], [], [], label_free, retrain))
-    measured = _measure(runs, outer, stacked, label_free, retrain)
+    measured = _measure(runs, outer, stacked, label_free, retrain, fmd, audits)
     phases["jobs_and_predictions"] = time.perf_counter() - t0
     if args.label_free_from is not None:
         _join_label_free(measured, args.label_free_from, args.poisoner_settings)
@@ -237,23 +257,34 @@ def _measure(
     stacked: list[StackRun],
     label_free: list[LabelFreeRun] | None = None,
     retrain: list[Run] | None = None,
+    fmd: list[FmdRun] | None = None,
+    audits: list[AuditRun] | None = None,
 ) -> dict[str, list]:
     """Queue every job at once (the workers train the next while this process measures the
     last), then measure the runs in order: the fixed-split runs, the outer folds, the stacks,
-    the label-free jobs. The laboratory retraining runs here while the workers train.
-    ``{"fixed" | "outer" | "stacked" | "label_free" | "retrain": records}``."""
-    label_free, retrain = label_free or [], retrain or []
-    models = [r.model() for r in [*runs, *outer, *stacked, *label_free]]
+    the label-free jobs, the FMD jobs (last: each is stacked with its seed's Eraser patch, from
+    the fixed-split records), the audits of the vanilla models. The laboratory retraining runs
+    here while the workers train.
+    ``{"fixed" | "outer" | "stacked" | "label_free" | "retrain" | "fmd" | "audit": records}``."""
+    label_free, retrain, fmd, audits = label_free or [], retrain or [], fmd or [], audits or []
+    models = [r.model() for r in [*runs, *outer, *stacked, *label_free, *fmd]]
     with running_system(models, RUN_DIR / "models") as system:
         gw = Gateway(system.gateway_url)
         try:
+            done: dict[str, list] = {"fixed": [], "outer": [], "stacked": [], "label_free": [],
+                                     "fmd": [], "audit": []}  # fmt: skip
+
+            def with_eraser(gw: Gateway, run: FmdRun, url: str) -> dict[str, Any]:
+                return evaluate_fmd(gw, run, url, _eraser_patch(done["fixed"], run))
+
             queued = [
                 *(("fixed", r, _submit(gw, r), evaluate) for r in runs),
                 *(("outer", r, _submit(gw, r), evaluate_outer) for r in outer),
                 *(("stacked", r, submit_stacked(gw, r), evaluate_stacked) for r in stacked),
                 *(("label_free", r, _submit(gw, r), evaluate_label_free) for r in label_free),
+                *(("fmd", r, _submit(gw, r), with_eraser) for r in fmd),
+                *(("audit", r, submit_audit(gw, r), evaluate_audit) for r in audits),
             ]
-            done: dict[str, list] = {"fixed": [], "outer": [], "stacked": [], "label_free": []}
             done["retrain"] = [
                 evaluate_retrain(r, RUN_DIR / "cache")
                 for r in tqdm(retrain, desc="poisoner_retrain (laboratory)", unit="model")
@@ -266,7 +297,20 @@ def _measure(
             gw.close()
 
 
+def _eraser_patch(fixed: list[dict[str, Any]], run: FmdRun) -> dict[str, Any] | None:
+    """The same seed's Eraser patch (vanilla model, full calibration set), if measured."""
+    for record in fixed:
+        if (record["setting"], record["variant"], record["calibration"], record["seed"]) == (
+            run.setting, run.variant, run.calibration, run.seed
+        ):  # fmt: skip
+            return record["patch_ref"]
+    return None
+
+
 def _submit(gw: Gateway, run: Run) -> str:
+    if isinstance(run, FmdRun):
+        return gw.submit(run.gateway_model, run.task, run.calib, run.seed, bias_column=False,
+                         **run.spec_fields())  # fmt: skip
     fields = run.spec_fields() if isinstance(run, LabelFreeRun) else {}
     return gw.submit(run.gateway_model, run.task, run.calib, run.seed, **fields)
 
@@ -276,13 +320,17 @@ def _report(
 ) -> dict[str, Any]:
     results, outer, stacked = measured["fixed"], measured["outer"], measured["stacked"]
     label_free, retrain = measured.get("label_free", []), measured.get("retrain", [])
+    fmd = measured.get("fmd", [])
     summary = aggregate(results)
     label_free_rows, label_free_details = aggregate_label_free(label_free, retrain)
-    summary = merge_rows(summary, label_free_rows)
+    fmd_rows, fmd_details = aggregate_fmd(fmd)
+    summary = merge_rows(merge_rows(summary, label_free_rows), fmd_rows)
     command = "python -m bench.quality --quick" if args.quick else "make bench-quality"
     res: dict[str, Any] = {
         **for_json(summary),
-        "_targets": targets(summary) | label_free_targets(summary, label_free, results),
+        "_targets": targets(summary)
+        | label_free_targets(summary, label_free, results)
+        | fmd_targets(summary, fmd, results),
         "_meta": {
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "cores": os.cpu_count(),
@@ -300,6 +348,13 @@ def _report(
             "settings": label_free_details,
             "runs": [_label_free_record(r) for r in label_free],
             "retrain": [_label_free_record(r) for r in retrain],
+        }
+    if measured.get("audit"):
+        res["_audit"] = measured["audit"]
+    if fmd:
+        res["_fmd"] = {
+            "settings": fmd_details,
+            "runs": [_label_free_record(r) for r in fmd],
         }
     if outer:
         res["_outer_cv"] = outer_summary(outer)
@@ -325,7 +380,7 @@ def _run_record(run: dict[str, Any]) -> dict[str, Any]:
     """One run as ``quality.json`` keeps it: the job's verdict and what it was decided on (the
     verdict rows' changes with their intervals, and the tuning rows that chose α), and each
     row's headline numbers (the summary has the rest, over seeds)."""
-    headline = ("avg", "worst", "eo", "accuracy")
+    headline = ("avg", "worst", "eo", "accuracy", "cf_bias")
     rows = {
         k: {m: round(row[m], 2) for m in (*headline, "agreement") if m in row}
         for k, row in run["rows"].items()
@@ -351,7 +406,7 @@ def _run_record(run: dict[str, Any]) -> dict[str, Any]:
 def _label_free_record(run: dict[str, Any]) -> dict[str, Any]:
     """A label-free job or retraining as ``quality.json`` keeps it: its rows' headline numbers
     (per-group accuracies are in the summary)."""
-    headline = ("avg", "worst", "eo", "accuracy", "agreement")
+    headline = ("avg", "worst", "eo", "accuracy", "cf_bias", "agreement")
     rows = {k: {m: round(v[m], 2) for m in headline if m in v} for k, v in run["rows"].items()}
     return run | {"rows": rows}
 

@@ -30,19 +30,23 @@ class Served:
     revision: int
 
 
-def calibration_file(task: Task, table: Table) -> tuple[str, bytes]:
+def calibration_file(task: Task, table: Table, bias_column: bool = True) -> tuple[str, bytes]:
     """The operator's upload: a CSV with named columns for tabular models, an NPZ of 8-bit
-    images plus label arrays otherwise (the formats ``POST /patches`` accepts)."""
+    images plus label arrays otherwise (the formats ``POST /patches`` accepts). Without
+    ``bias_column`` (FMD: the attribute is an input column) the file holds features and target
+    only."""
     labels = np.array(task.classes)[table.y]
+    bias = [task.bias_name] if bias_column else []
     if task.feature_names is None:
         buf = io.BytesIO()
         np.savez_compressed(buf, x=table.X.astype(np.uint8),
-                            **{task.target_name: labels, task.bias_name: table.b})  # fmt: skip
+                            **{task.target_name: labels},
+                            **({task.bias_name: table.b} if bias_column else {}))  # fmt: skip
         return f"{task.dataset}.npz", buf.getvalue()
     out = io.StringIO()
-    out.write(",".join([*task.feature_names, task.target_name, task.bias_name]) + "\n")
-    for row, label, bias in zip(table.X, labels, table.b, strict=True):
-        out.write(",".join([*(f"{v:g}" for v in row), label, bias]) + "\n")
+    out.write(",".join([*task.feature_names, task.target_name, *bias]) + "\n")
+    for row, label, group in zip(table.X, labels, table.b, strict=True):
+        out.write(",".join([*(f"{v:g}" for v in row), label, *([group] if bias else [])]) + "\n")
     return f"{task.dataset}.csv", out.getvalue().encode()
 
 
@@ -53,16 +57,28 @@ class Gateway:
     def close(self) -> None:
         self.http.close()
 
-    def submit(self, model: str, task: Task, table: Table, seed: int, **fields: Any) -> str:
+    def submit(
+        self, model: str, task: Task, table: Table, seed: int, bias_column: bool = True,
+        **fields: Any,
+    ) -> str:  # fmt: skip
         """Upload a calibration set; the job activates the patch if it passes the gate.
-        ``fields``: more of the spec (``method``, ``poisoner``, ...)."""
+        ``fields``: more of the spec (``method``, ``poisoner``, ``bias``, ...); without
+        ``bias_column`` the upload has no bias column (FMD reads the attribute from x)."""
         spec = {"model": model, "target": task.target_name, "bias": [task.bias_name],
                 "seed": seed, "activate": True, **fields}  # fmt: skip
         r = self.http.post(
             "/patches",
             headers=ADMIN,
             data={"spec": orjson.dumps(spec).decode()},
-            files={"calibration": calibration_file(task, table)},
+            files={"calibration": calibration_file(task, table, bias_column)},
+        )
+        _check(r)
+        return r.json()["status_url"]
+
+    def submit_audit(self, spec: dict[str, Any], files: dict[str, tuple[str, bytes]]) -> str:
+        """Upload a counterfactual bias audit (``POST /audits``); its status URL."""
+        r = self.http.post(
+            "/audits", headers=ADMIN, data={"spec": orjson.dumps(spec).decode()}, files=files
         )
         _check(r)
         return r.json()["status_url"]

@@ -55,9 +55,9 @@ def label_free_section(
         "needs the deployed model's training rows and weights (computed in the benchmark "
         "process, `bench/quality/poisoner_retrain.py`).",
         "",
-        "| method | avg-group | worst-group | EO bias | accuracy | replayed avg / worst / EO / "
-        "acc | α | rejected by the gate | job (s) |",
-        "|---|---:|---:|---:|---:|---|---|---:|---|",
+        "| method | avg-group | worst-group | EO bias | accuracy | cf bias | replayed avg / worst "
+        "/ EO / acc | α | rejected by the gate | job (s) |",
+        "|---|---:|---:|---:|---:|---:|---|---|---:|---|",
     ]
     for row in ("raw", "eraser_tuned", *LABEL_FREE):
         served = rows.get(f"vanilla.{row}")
@@ -70,7 +70,8 @@ def label_free_section(
         )
         times = details["job_s"].get(row)
         job = " / ".join(f"{t:.0f}" for t in times) if times else "—"
-        cells = [LABELS[row], *(_cell(served, m) for m in ("avg", "worst", "eo", "accuracy")),
+        cells = [LABELS[row],
+                 *(_cell(served, m) for m in ("avg", "worst", "eo", "accuracy", "cf_bias")),
                  _quad(replayed) if replayed else "—", alpha, rejected, job]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     plain = details.get("retrain_without_gifl")
@@ -108,7 +109,10 @@ def label_free_section(
 
 
 def _cell(row: dict[str, Any], metric: str) -> str:
-    """As the Eraser tables: mean ± std over seeds (the mean alone for one seed)."""
+    """As the Eraser tables: mean ± std over seeds (the mean alone for one seed); — where the
+    run did not measure it (counterfactual bias before it was measured)."""
+    if metric not in row:
+        return "—"
     std = row.get(f"{metric}_std", 0.0)
     return f"{row[metric]:.2f} ± {std:.2f}" if row["n"] > 1 else f"{row[metric]:.2f}"
 

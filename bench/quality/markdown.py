@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.markdown import replace_section
+from bench.quality.counterfactual_markdown import counterfactual_section
 from bench.quality.label_free_markdown import is_label_free, label_free_section
 from bench.quality.outer_markdown import outer_section
 from bench.quality.protocol import SETTINGS
@@ -31,6 +32,9 @@ METHOD_LABELS = {
     "fairlearn_to": "ThresholdOptimizer (EO)*",
     "error_parity": "error-parity RelaxedThresholdOptimizer (EO, tolerance 0)*",
     "error_parity_relaxed": "error-parity RelaxedThresholdOptimizer (EO, tolerance 0.05)*",
+    "cf_average": "`cf_average`: black box averaged over the attribute's values (k calls)",
+    "fmd": 'FMD patch (`method: "fmd"`), served',
+    "eraser+fmd": "Eraser + FMD stacked (Eq. 21), replayed",
 }
 Runs = list[dict[str, Any]]
 
@@ -62,7 +66,14 @@ def section(res: dict[str, Any], plots: dict[str, str]) -> str:
         "(target, bias) groups; EO bias = paper Eq. 20, for a multi-valued bias the mean over "
         "target classes of max − min accuracy across bias groups; fairlearn's "
         "`equalized_odds_difference` (EOD) and `demographic_parity_difference` (DPD) as a "
-        "cross-check (binary targets only). α: the job's choice per seed. "
+        "cross-check (binary targets only). cf bias: counterfactual bias (docs/audit.md, "
+        "`patch_training.audit`) of the row's answers, mean over test rows of "
+        "|p(ŷ|x) − p(ŷ|x̄)| with ŷ the decision on x and x̄ the row with the attribute "
+        "flipped (COMPAS, Adult: an input column) or the same digit on the nine other "
+        "background colours (Colored MNIST), x̄ answered through the same `POST /predict`; "
+        "for rows that output decisions only (the peers) the share of decisions that flip, x "
+        "and x̄ drawn with the same seeded random numbers; — where the run did not measure it. "
+        "α: the job's choice per seed. "
         "*ThresholdOptimizer and error-parity need each test instance's sensitive attribute at "
         "prediction time; the Eraser and LinearPost (attribute-blind: it predicts the attribute "
         "and the target from the inputs and the black box's answers, then post-processes "
@@ -98,6 +109,7 @@ def section(res: dict[str, Any], plots: dict[str, str]) -> str:
                            METHOD_LABELS | {"candidate": "Eraser, the job's patch (served or not)"},
                            {k: res.get(k, {}).get("vanilla.raw", {}).get("eo_floor")
                             for k in SETTINGS})  # fmt: skip
+    lines += counterfactual_section(res, {k: s.title for k, s in SETTINGS.items()})
     lines += stacked_markdown(res.get("_stacked", {}))
     lines += _across(res, runs)
     lines += _protocol(meta)
@@ -164,8 +176,8 @@ def _setting(
 ) -> list[str]:  # fmt: skip
     lines = [f"### {SETTINGS[key].title}", ""]
     header = "| deployed | calibration | method | avg-group | worst-group | EO bias | accuracy "
-    header += "| EOD (fairlearn) | DPD (fairlearn) | α | paper avg / worst / EO |"
-    lines += [header, "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    header += "| EOD (fairlearn) | DPD (fairlearn) | cf bias | α | paper avg / worst / EO |"
+    lines += [header, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for row_key, row in rows.items():
         parts = row_key.split(".")
         variant, method = parts[0], parts[-1]
@@ -179,7 +191,8 @@ def _setting(
         paper_text = " / ".join(f"{v:.2f}" for v in paper) if paper else "—"
         cells = [variant, "—" if method == "raw" else _calibration_rows(row, own), label,
                  *(_cell(row, m) for m in
-                   ("avg", "worst", "eo", "accuracy", "eod_fairlearn", "dpd_fairlearn")),
+                   ("avg", "worst", "eo", "accuracy", "eod_fairlearn", "dpd_fairlearn",
+                    "cf_bias")),
                  alpha, paper_text]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     floor = rows.get("vanilla.raw", {}).get("eo_floor")

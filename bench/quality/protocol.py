@@ -16,8 +16,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from bench.quality.candidate import candidate_probs
+from bench.quality.candidate import candidate_probs, candidate_stack_probs
 from bench.quality.client import Gateway, Served
+from bench.quality.counterfactual import (
+    INPUT_ATTRIBUTES,
+    CounterfactualTest,
+    counterfactual_test,
+)
 from bench.quality.datasets import (
     OUTER_FOLDS,
     Table,
@@ -132,31 +137,38 @@ def plan(settings: list[str], seeds: list[int], data_dir: Path) -> list[Run]:
 
 
 def evaluate(gw: Gateway, run: Run, status_url: str) -> dict[str, Any]:
-    """Raw, Eraser at the job's α, Eraser at α = 1 and ThresholdOptimizer on the test split."""
+    """Raw, Eraser at the job's α, Eraser at α = 1, the peers and (vanilla model, full
+    calibration set) ``cf_average`` on the test split, each with its counterfactual bias: the
+    test rows and their counterfactuals go through ``POST /predict`` in one pass."""
     job = wait_for_job(lambda: gw.job(status_url), timeout_s=1800, poll_s=0.2)
     patch = job["result"]["patches"][0]
     task, model = run.task, run.gateway_model
     revision = job["result"]["stack_revision"]
     if revision is not None:
         gw.wait_served(model, revision)
-    first = gw.predict(model, task.classes, task.test.X)
-    rows = {"raw": _metrics(task, first.raw)}
+    cf = counterfactual_test(task)
+    pool = cf.pool(task.test)
+    first = gw.predict(model, task.classes, pool.X)
+    rows = {"raw": _scored(task, cf, first.raw)}
     if not task.notes.get("paired_test"):
-        pred = np.argmax(first.raw, axis=1)
+        pred = np.argmax(first.raw[: len(task.test)], axis=1)
         rows["raw"]["eo_floor"] = eo_noise_floor(task.test.y, pred, task.test.b)
-    candidate = candidate_probs(patch, run.model_config(), task.test.X, first.raw, PREFIX)
-    rows["candidate"] = _metrics(task, candidate)  # the job's patch, served or not
+    candidate = candidate_probs(patch, run.model_config(), pool.X, first.raw, PREFIX)
+    rows["candidate"] = _scored(task, cf, candidate, log=True)  # the job's patch, served or not
     if patch["activated"]:
-        rows["eraser_tuned"] = _metrics(task, first.fair)
+        rows["eraser_tuned"] = _scored(task, cf, first.fair)
         rows["candidate"]["agreement"] = _agreement(candidate, first.fair)
         rows["eraser"] = (
-            _at_alpha_one(gw, run, first) if patch["alpha"] != 1.0 else rows["eraser_tuned"]
+            _at_alpha_one(gw, run, first, cf) if patch["alpha"] != 1.0 else rows["eraser_tuned"]
         )
     else:  # rejected by the gate: the gateway keeps serving the raw model, and so do these rows
-        served = _metrics(task, first.fair)
+        served = _scored(task, cf, first.fair)
         rows["eraser_tuned"] = rows["eraser"] = served
-    for peer, pred in _peers(gw, run, first).items():
-        rows[peer] = row_metrics(task.test.y, pred, task.test.b)
+    if run.variant == "vanilla" and run.calibration == "full" and run.fold is None:
+        rows["cf_average"] = _cf_average(gw, run, first, cf)
+    for peer, pred in _peers(gw, run, first, cf).items():
+        rows[peer] = row_metrics(task.test.y, pred[: len(task.test)], task.test.b)
+        rows[peer]["cf_bias"] = cf.decision_bias(pred)
         if peer in ATTRIBUTE_AWARE:
             rows[peer]["needs_sensitive_attribute"] = True
     return {
@@ -173,8 +185,36 @@ def evaluate(gw: Gateway, run: Run, status_url: str) -> dict[str, Any]:
         "tuning": patch["tuning"],
         "evidence": patch["evidence"],
         "gate_eo_change": _eo_change_interval(patch),
+        "patch_ref": _patch_ref(patch),
         "rows": rows,
     }
+
+
+def _patch_ref(patch: dict[str, Any]) -> dict[str, Any]:
+    """What a replay needs of a job's patch: its registry name, version and α."""
+    return {"name": patch["name"], "version": patch["version"], "alpha": patch["alpha"]}
+
+
+def _scored(
+    task: Task, cf: CounterfactualTest, pool_probs: np.ndarray, log: bool = False
+) -> dict[str, Any]:
+    """A row's metrics on the test rows of the pool's answers, and its counterfactual bias."""
+    row = _metrics(task, pool_probs[: len(task.test)])
+    row["cf_bias"] = cf.bias(pool_probs, log=log)
+    return row
+
+
+def _cf_average(gw: Gateway, run: Run, first: Served, cf: CounterfactualTest) -> dict[str, Any]:
+    """The black box's answers averaged over the attribute's values (k upstream calls per
+    decision). Its counterfactual bias is measured: the answers for x̄ are averaged from a
+    second pass of upstream calls, independent of the first."""
+    task, n = run.task, len(run.task.test)
+    second = gw.predict(run.gateway_model, task.classes, cf.pool(task.test).X)
+    on_x, on_cf = cf.averaged(first.raw), cf.averaged(second.raw)
+    row = _metrics(task, on_x[:n])
+    row["cf_bias"] = cf.bias(on_x, cf_pool=on_cf)
+    row["upstream_calls_per_decision"] = cf.k
+    return row
 
 
 def _eo_change_interval(patch: dict[str, Any]) -> list[float] | None:
@@ -187,8 +227,9 @@ def _eo_change_interval(patch: dict[str, Any]) -> list[float] | None:
 
 
 def _agreement(candidate: np.ndarray, served: np.ndarray) -> float:
-    """Share (%) of test decisions on which the offline replay of a served patch agrees with
-    the gateway: a check that ``candidate`` computes what serving computes."""
+    """Share (%) of decisions (test rows and their counterfactuals) on which the offline replay
+    of a served patch agrees with the gateway: a check that ``candidate`` computes what serving
+    computes."""
     return round(100 * float(np.mean(candidate.argmax(axis=1) == served.argmax(axis=1))), 3)
 
 
@@ -196,24 +237,33 @@ def _metrics(task: Task, probs: np.ndarray) -> dict[str, Any]:
     return row_metrics(task.test.y, np.argmax(probs, axis=1), task.test.b)
 
 
-def _at_alpha_one(gw: Gateway, run: Run, first: Served) -> dict[str, Any]:
+def _at_alpha_one(gw: Gateway, run: Run, first: Served, cf: CounterfactualTest) -> dict[str, Any]:
     """Re-weight the served patch to the paper's α = 1 (a new stack revision, hot-loaded)."""
     model, task = run.gateway_model, run.task
     gw.wait_served(model, gw.set_alpha(model, 1.0))
-    second = gw.predict(model, task.classes, task.test.X)
+    second = gw.predict(model, task.classes, cf.pool(task.test).X)
     if not np.allclose(second.raw, first.raw, atol=1e-6):
         raise RuntimeError(f"{model}: the black box answered differently on the same inputs")
-    return _metrics(task, second.fair)
+    return _scored(task, cf, second.fair)
 
 
-def _peers(gw: Gateway, run: Run, test: Served) -> dict[str, np.ndarray]:
-    """Every peer's test decisions, fitted on the black box's answers for the job's own
-    calibration rows (asked through the same gateway)."""
+def _peers(
+    gw: Gateway, run: Run, test: Served, cf: CounterfactualTest | None = None
+) -> dict[str, np.ndarray]:
+    """Every peer's decisions, fitted on the black box's answers for the job's own
+    calibration rows (asked through the same gateway): on the test rows, or with ``cf`` on
+    the whole pool. The counterfactual rows are a second call with the same seed (refitted,
+    deterministically), so row i of both draws the same random numbers: a randomised peer's
+    flips then come from the attribute, not from its coin (``counterfactual``)."""
     if len(run.task.classes) != 2:
         return {}
-    calib = run.calib
+    calib, n = run.calib, len(run.task.test)
     answers = gw.predict(run.gateway_model, run.task.classes, calib.X)
-    return peer_decisions(calib, answers.raw, run.task.test, test.raw, run.seed)
+    own = peer_decisions(calib, answers.raw, run.task.test, test.raw[:n], run.seed)
+    if cf is None or not len(cf.queries):
+        return own
+    flipped = peer_decisions(calib, answers.raw, cf.queries, test.raw[n:], run.seed)
+    return {peer: np.concatenate([own[peer], flipped[peer]]) for peer in own}
 
 
 def evaluate_outer(gw: Gateway, run: Run, status_url: str) -> dict[str, Any]:
@@ -299,12 +349,14 @@ def evaluate_label_free(gw: Gateway, run: LabelFreeRun, status_url: str) -> dict
     task, model = run.task, run.gateway_model
     if (revision := result["stack_revision"]) is not None:
         gw.wait_served(model, revision)
-    served = gw.predict(model, task.classes, task.test.X)
-    candidate = candidate_probs(patch, run.model_config(), task.test.X, served.raw, PREFIX)
+    cf = counterfactual_test(task)
+    pool = cf.pool(task.test)
+    served = gw.predict(model, task.classes, pool.X)
+    candidate = candidate_probs(patch, run.model_config(), pool.X, served.raw, PREFIX)
     rows = {
-        "raw": _metrics(task, served.raw),
-        run.row: _metrics(task, served.fair),  # the raw model's where the gate rejected
-        f"{run.row}_candidate": _metrics(task, candidate),
+        "raw": _scored(task, cf, served.raw),
+        run.row: _scored(task, cf, served.fair),  # the raw model's where the gate rejected
+        f"{run.row}_candidate": _scored(task, cf, candidate, log=True),
     }
     if patch["activated"]:
         rows[f"{run.row}_candidate"]["agreement"] = _agreement(candidate, served.fair)
@@ -367,4 +419,89 @@ def evaluate_retrain(run: Run, cache: Path | None) -> dict[str, Any]:
         "row": ROW,
         **info,
         "rows": {ROW: row},
+    }
+
+
+# --- FMD rows: counterfactual unlearning (method "fmd"), alone and stacked on the Eraser ------
+
+
+@dataclass(frozen=True)
+class FmdRun(Run):
+    """An FMD job (``method: "fmd"``) on the vanilla deployed model with the full calibration
+    set, on its own gateway model. The attribute is the model's input column (COMPAS
+    ``african_american``, Adult ``sex_male``), so the upload has no separate bias column."""
+
+    @property
+    def gateway_model(self) -> str:
+        return f"{self.deployed}-fmd"
+
+    @property
+    def attribute(self) -> str:
+        return INPUT_ATTRIBUTES[self.task.dataset][0]
+
+    def spec_fields(self) -> dict[str, Any]:
+        return {"method": "fmd", "bias": [self.attribute]}
+
+
+FMD_SETTINGS = tuple(INPUT_ATTRIBUTES)  # Colored MNIST needs uploaded pairs (not in jobs yet)
+
+
+def plan_fmd(runs: list[Run]) -> list[FmdRun]:
+    """The FMD jobs for the planned runs' vanilla models (full calibration set) on the
+    settings whose attribute is an input column."""
+    return [
+        FmdRun(r.setting, r.variant, r.calibration, r.seed, r.task, r.fold)
+        for r in runs
+        if r.variant == "vanilla" and r.calibration == "full" and r.fold is None
+        and r.task.dataset in FMD_SETTINGS
+    ]  # fmt: skip
+
+
+def evaluate_fmd(
+    gw: Gateway, run: FmdRun, status_url: str, eraser: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The served FMD patch (``POST /predict``), the job's patch replayed (served or not), and
+    with ``eraser`` (the same seed's Eraser job's ``patch_ref``) both patches stacked by Eq. 21
+    and replayed from the signed registry blobs, each at its job's α; every row with its
+    counterfactual bias. Also the job's own counterfactual-bias figures on its verdict rows."""
+    job = wait_for_job(lambda: gw.job(status_url), timeout_s=1800, poll_s=0.2)
+    result = job["result"]
+    patch = result["patches"][0]
+    task, model, config = run.task, run.gateway_model, run.model_config()
+    if (revision := result["stack_revision"]) is not None:
+        gw.wait_served(model, revision)
+    cf = counterfactual_test(task)
+    pool = cf.pool(task.test)
+    served = gw.predict(model, task.classes, pool.X)
+    candidate = candidate_probs(patch, config, pool.X, served.raw, PREFIX)
+    rows = {
+        "raw": _scored(task, cf, served.raw),
+        "fmd": _scored(task, cf, served.fair),  # the raw model's where the gate rejected
+        "fmd_candidate": _scored(task, cf, candidate, log=True),
+    }
+    if patch["activated"]:
+        rows["fmd_candidate"]["agreement"] = _agreement(candidate, served.fair)
+    if eraser is not None:
+        stack = [eraser, _patch_ref(patch)]
+        stacked = candidate_stack_probs(stack, config, pool.X, served.raw, PREFIX)
+        rows["eraser+fmd"] = _scored(task, cf, stacked, log=True)
+        alone = candidate_probs(eraser, config, pool.X, served.raw, PREFIX)
+        rows["eraser_candidate"] = _scored(task, cf, alone, log=True)
+    return {
+        "setting": run.setting,
+        "variant": run.variant,
+        "calibration": run.calibration,
+        "seed": run.seed,
+        "row": "fmd",
+        "attribute": run.attribute,
+        "calibration_rows": len(run.calib),
+        "alpha": patch["alpha"],
+        "status": patch["status"],
+        "reason": patch["reason"],
+        "activated": patch["activated"],
+        "job_s": round(sum(result["timings_s"].values()), 2),
+        "verdict_counterfactual_bias": patch.get("counterfactual_bias"),
+        "patch_ref": _patch_ref(patch),
+        "eraser_patch": eraser,
+        "rows": rows,
     }

@@ -18,8 +18,12 @@ ROWS = ("raw", "eraser", "eraser_tuned", "linearpost_blind", "linearpost_blind_r
 # Label-free rows (``aggregate_label_free``): the Poisoner's served patches and the laboratory
 # retraining row; kept out of ``ROWS``, which lists what every Eraser run measures.
 LABEL_FREE = ("poisoner", "poisoner_eraser", "gce", "poisoner_retrain")
-ORDER = (*ROWS, *LABEL_FREE)
-METRICS = ("avg", "worst", "eo", "accuracy", "eod_fairlearn", "dpd_fairlearn", "eo_floor")
+# Counterfactual rows (issue 15): the k-call baseline (every fixed-split run of the vanilla
+# model with the full calibration set) and the FMD jobs' rows (``aggregate_fmd``).
+COUNTERFACTUAL = ("cf_average", "fmd", "eraser+fmd")
+ORDER = (*ROWS, *COUNTERFACTUAL, *LABEL_FREE)
+METRICS = ("avg", "worst", "eo", "accuracy", "eod_fairlearn", "dpd_fairlearn", "eo_floor",
+           "cf_bias")  # fmt: skip
 
 # The paper's own numbers (Table I(e) and Table II): avg-group, worst-group, EO bias.
 PAPER: dict[str, dict[str, tuple[float, float, float]]] = {
@@ -83,6 +87,8 @@ def _summary(key: str, samples: list[dict[str, Any]]) -> dict[str, Any]:
         out["alpha"] = [r["alpha"] for r in runs]
     if any(s.get("needs_sensitive_attribute") for s in samples):
         out["needs_sensitive_attribute"] = True
+    if "upstream_calls_per_decision" in samples[0]:
+        out["upstream_calls_per_decision"] = samples[0]["upstream_calls_per_decision"]
     out["calibration_rows"] = runs[0]["calibration_rows"]
     return out
 
@@ -307,3 +313,104 @@ def _reduction(before: float, after: float) -> float:
 
 def _r2(value: float) -> float:
     return round(float(value), 2)
+
+
+# --- FMD rows (issue 15, §4) ----------------------------------------------------------------
+
+FMD_ROWS = ("fmd", "eraser+fmd")
+FMD_CF_CUT = 70.0  # % counterfactual bias removed by the served FMD patch
+FMD_AVG_DROP = 1.0  # points of average-group accuracy it may cost
+
+
+def aggregate_fmd(
+    runs: list[dict[str, Any]],
+) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, dict[str, Any]]]:
+    """The FMD jobs (``protocol.evaluate_fmd``) over seeds: the served ``vanilla.fmd`` and the
+    replayed ``vanilla.eraser+fmd`` rows (to merge into ``aggregate``'s summary), and per
+    setting the details: the FMD patch replayed (``candidate``), the Eraser patch replayed
+    alone beside the stack (``eraser_candidate``), the jobs' own counterfactual bias on their
+    verdict rows and their times."""
+    by_setting: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        by_setting[run["setting"]].append(run)
+    summary: dict[str, dict[str, dict[str, Any]]] = {}
+    details: dict[str, dict[str, Any]] = {}
+    for setting, own in by_setting.items():
+        own = sorted(own, key=lambda r: r["seed"])
+        summary[setting] = {}
+        for row in FMD_ROWS:
+            samples = [r["rows"][row] | {"_run": r} for r in own if row in r["rows"]]
+            if not samples:
+                continue
+            out = _summary(f"vanilla.{row}", samples)
+            out["alpha"] = [r["alpha"] for r in own]
+            if row == "fmd":
+                out["rejected_by_gate"] = sum(r["status"] != "validated" for r in own)
+            else:
+                out["replayed"] = True  # both jobs' patches, each at its α, whatever the gate
+            summary[setting][f"vanilla.{row}"] = out
+        details[setting] = {
+            part: _summary(part, [r["rows"][part] | {"_run": r} for r in own])
+            for part in ("fmd_candidate", "eraser_candidate")
+            if all(part in r["rows"] for r in own)
+        }
+        for d in details[setting].values():
+            d.pop("groups", None)
+        details[setting]["verdict_counterfactual_bias"] = [
+            r.get("verdict_counterfactual_bias") for r in own
+        ]
+        details[setting]["job_s"] = [r["job_s"] for r in own]
+        details[setting]["status"] = [r["status"] for r in own]
+    return summary, details
+
+
+def fmd_targets(
+    summary: dict[str, dict[str, dict[str, Any]]],
+    runs: list[dict[str, Any]],
+    eraser_runs: list[dict[str, Any]],
+) -> dict[str, dict[str, Any]]:
+    """The issue's FMD targets on COMPAS and Adult (vanilla model, full calibration set), each
+    with its value per seed: the served FMD patch cuts counterfactual bias by at least 70 %
+    with average-group accuracy at most 1 point lower than raw; the stack (Eraser + FMD,
+    replayed) has an EO bias no higher than the better of the Eraser (served, α chosen) and
+    the FMD patch (served) alone."""
+    checks: dict[str, dict[str, Any]] = {}
+    eraser = {
+        (r["setting"], r["seed"]): r
+        for r in eraser_runs
+        if r["variant"] == "vanilla" and r["calibration"] == "full"
+    }
+    for setting in ("compas", "adult"):
+        rows = summary.get(setting, {})
+        raw, fmd = rows.get("vanilla.raw"), rows.get("vanilla.fmd")
+        own = sorted((r for r in runs if r["setting"] == setting), key=lambda r: r["seed"])
+        if raw is None or fmd is None or not own or "cf_bias" not in fmd:
+            continue
+        out: dict[str, Any] = {}
+        cut = _reduction(raw["cf_bias"], fmd["cf_bias"])
+        out[f"fmd cf_bias cut >= {FMD_CF_CUT:g}%"] = check(cut, cut >= FMD_CF_CUT) | {
+            "per_seed": [
+                _r2(_reduction(r["rows"]["raw"]["cf_bias"], r["rows"]["fmd"]["cf_bias"]))
+                for r in own
+            ]
+        }
+        drop = raw["avg"] - fmd["avg"]
+        out[f"fmd avg drop <= {FMD_AVG_DROP:g}"] = check(drop, drop <= FMD_AVG_DROP) | {
+            "per_seed": [_r2(r["rows"]["raw"]["avg"] - r["rows"]["fmd"]["avg"]) for r in own]
+        }
+        stacked, fair = rows.get("vanilla.eraser+fmd"), rows.get("vanilla.eraser_tuned")
+        paired = [(r, eraser[(setting, r["seed"])]) for r in own
+                  if "eraser+fmd" in r["rows"] and (setting, r["seed"]) in eraser]  # fmt: skip
+        if stacked is not None and fair is not None and paired:
+            excess = stacked["eo"] - min(fair["eo"], fmd["eo"])
+            out["eraser+fmd eo <= min(eraser_tuned, fmd)"] = check(excess, excess <= 0.0) | {
+                "per_seed": [
+                    _r2(
+                        r["rows"]["eraser+fmd"]["eo"]
+                        - min(e["rows"]["eraser_tuned"]["eo"], r["rows"]["fmd"]["eo"])
+                    )
+                    for r, e in paired
+                ]
+            }
+        checks[f"{setting}, fmd"] = out
+    return checks

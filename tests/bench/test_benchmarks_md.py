@@ -19,6 +19,7 @@ from bench.markdown import MD_END, MD_START, TABLE_ROWS, markdown_section, repla
 from bench.quality.markdown import MARKERS, plot_paths, section
 from bench.reliability.markdown import MARKERS as RELIABILITY_MARKERS
 from bench.reliability.markdown import render_section as reliability_section
+from bench.report import TARGETS
 from deploy.local.processes import ROOT
 
 RESULTS = ROOT / "bench" / "results"
@@ -98,10 +99,15 @@ def test_hash_and_history_patterns_catch_what_they_are_for() -> None:
 
 
 def test_perf_table_holds_exactly_the_json_figures(perf) -> None:
-    text = MARKDOWN.read_text()
+    """Rows the JSON has show its figure; rows it lacks (measured by later versions of the
+    benchmark) are left out, never filled in."""
+    lines = MARKDOWN.read_text().splitlines()
     for key, label, unit in TABLE_ROWS:
-        row = next(line for line in text.splitlines() if line.startswith(f"| {label} |"))
-        assert row.split(" | ")[1] == f"{perf[key]:.2f} {unit}"
+        rows = [line for line in lines if line.startswith(f"| {label} |")]
+        if key not in perf:
+            assert rows == [], key
+            continue
+        assert rows[0].split(" | ")[1] == f"{perf[key]:.2f} {unit}"
 
 
 def test_quality_tables_hold_exactly_the_json_figures(quality) -> None:
@@ -124,7 +130,8 @@ def test_the_throughput_verdict_shows_the_rounds_it_rests_on(perf) -> None:
     rounds = [r["rps"] / p["rps"] for r, p in zip(perf["perf_scenarios"]["gateway_c32"]["rounds"],
               perf["perf_scenarios"]["passthrough_c32"]["rounds"], strict=True)]  # fmt: skip
     assert f"rounds {min(rounds):.2f}–{max(rounds):.2f} ×" in line
-    inside = min(rounds) < 0.8 <= max(rounds)
+    target = TARGETS["throughput_vs_passthrough"][1]
+    inside = min(rounds) < target <= max(rounds)
     assert ("within this machine's noise" in line) == inside
 
 

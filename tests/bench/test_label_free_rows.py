@@ -257,3 +257,24 @@ def test_markdown_puts_label_free_rows_in_their_own_table_with_targets_and_disco
         cmnist
     )
     assert label_free_section("compas", "COMPAS", aggregate(eraser)["compas"], None, [], {}) == []
+
+
+def test_an_earlier_label_free_run_fills_only_the_settings_not_measured_here(tmp_path) -> None:
+    import orjson
+
+    from bench.quality.__main__ import _join_label_free
+
+    earlier = {
+        "label_free": [
+            {"setting": "cmnist", "row": "poisoner", "seed": 0},
+            {"setting": "compas", "row": "poisoner", "seed": 0, "from": "earlier"},
+        ],
+        "retrain": [{"setting": "cmnist", "row": "poisoner_retrain", "seed": 0}],
+    }
+    path = tmp_path / "label_free_measured.json"
+    path.write_bytes(orjson.dumps(earlier))
+    measured = {"label_free": [{"setting": "compas", "row": "poisoner", "seed": 0}], "retrain": []}
+    _join_label_free(measured, path, {"compas", "adult"})
+    assert [r["setting"] for r in measured["label_free"]] == ["compas", "cmnist"]
+    assert "from" not in measured["label_free"][0]
+    assert [r["setting"] for r in measured["retrain"]] == ["cmnist"]

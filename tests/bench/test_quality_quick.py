@@ -35,10 +35,11 @@ def test_quick_quality_run_debiases_compas_through_the_service(tmp_path) -> None
     expected = {f"{v}.{r}" for v in ("vanilla", "unfair") for r in ROWS}
     expected |= {f"{v}.small.{r}" for v in ("vanilla", "unfair") for r in ROWS[1:]}
     expected |= {"vanilla.poisoner_eraser"}  # the one label-free job of --quick
+    expected |= {"vanilla.cf_average", "vanilla.fmd", "vanilla.eraser+fmd"}  # issue 15, §3-4
     assert set(compas) == expected
     for row in compas.values():
         assert row["n"] == 1
-        assert all(0.0 <= row[m] <= 100.0 for m in ("avg", "worst", "eo", "accuracy"))
+        assert all(0.0 <= row[m] <= 100.0 for m in ("avg", "worst", "eo", "accuracy", "cf_bias"))
     raw, fair = compas["vanilla.raw"], compas["vanilla.eraser"]
     assert fair["eo"] < raw["eo"] - 5  # the served patch really removed most of the bias
     assert fair["worst"] > raw["worst"]
@@ -64,6 +65,25 @@ def test_quick_quality_run_debiases_compas_through_the_service(tmp_path) -> None
         assert job["rows"]["poisoner_eraser_candidate"]["agreement"] >= 99.0
     assert compas["vanilla.poisoner_eraser"]["label_free"] is True
     assert "label-free, every setting" in res["_targets"]
+    # counterfactual bias: the race-reading model moves with race; averaging over race does not
+    assert compas["vanilla.raw"]["cf_bias"] > 1.0
+    assert compas["vanilla.cf_average"]["cf_bias"] < 1e-3  # measured, from a second pass
+    assert compas["vanilla.cf_average"]["upstream_calls_per_decision"] == 2
+    fmd = res["_fmd"]["runs"]
+    assert [(r["row"], r["attribute"]) for r in fmd] == [("fmd", "african_american")]
+    assert fmd[0]["status"] in {"validated", "rejected"} and fmd[0]["calibration_rows"] == 704
+    assert fmd[0]["verdict_counterfactual_bias"]["raw"]["estimate"] >= 0
+    if fmd[0]["activated"]:  # the offline replay computes what the gateway served
+        assert fmd[0]["rows"]["fmd_candidate"]["agreement"] >= 99.0
+    assert set(res["_targets"]["compas, fmd"]) == {
+        "fmd cf_bias cut >= 70%",
+        "fmd avg drop <= 1",
+        "eraser+fmd eo <= min(eraser_tuned, fmd)",
+    }
+    (audit,) = res["_audit"]  # the product's audit (POST /audits) of the same raw model
+    race = audit["attributes"]["african_american"]["bias"]
+    assert race["estimate"] == pytest.approx(compas["vanilla.raw"]["cf_bias"], abs=0.01)
+    assert race["low"] <= race["estimate"] <= race["high"] and audit["rows_per_second"] > 0
     assert (out / "quality_compas.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (ROOT / "BENCHMARKS.md").read_bytes() == markdown_before  # quick runs never publish
     with redis.Redis() as client:
