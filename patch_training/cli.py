@@ -48,6 +48,8 @@ POISONER_OPTION_OF = {  # PoisonerConfig fields → their options on `eraser tra
     "batch_size": "--fb-batch",
     "loss": "--fb-loss",
     "warmup_steps": "--warmup",
+    "q": "--gce-q",
+    "contrast_temperature": "--contrast-temperature",
     "candidates": "--candidate",
 }
 
@@ -154,6 +156,12 @@ def _poisoner_command() -> Any:
         warmup: Annotated[int, typer.Option(help=POISONER["warmup_steps"].description)] = (
             POISONER_DEFAULT["warmup_steps"]
         ),
+        gce_q: Annotated[float, typer.Option(help=POISONER["q"].description)] = (
+            POISONER_DEFAULT["q"]
+        ),
+        contrast_temperature: Annotated[
+            float, typer.Option(help=POISONER["contrast_temperature"].description)
+        ] = POISONER_DEFAULT["contrast_temperature"],
         candidate: Annotated[
             list[str] | None,
             typer.Option(help="poisoner | poisoner-eraser; repeat for both (default: both)"),
@@ -169,7 +177,7 @@ def _poisoner_command() -> Any:
     ) -> None:
         poisoner: dict[str, Any] = {
             "steps": steps, "p": p, "batch_size": fb_batch, "loss": fb_loss,
-            "warmup_steps": warmup,
+            "warmup_steps": warmup, "q": gce_q, "contrast_temperature": contrast_temperature,
         }  # fmt: skip
         if candidate:
             poisoner["candidates"] = candidate
@@ -199,9 +207,19 @@ def _fmd_command() -> Any:
             list[str],
             typer.Option(
                 help="the attribute: an input column of the model, set to its other values "
-                "for the counterfactuals; repeat for one patch each"
+                "for the counterfactuals, or a column of the file with --pairs; repeat for "
+                "one patch each"
             ),
         ],
+        pairs: Annotated[
+            Path | None,
+            typer.Option(
+                exists=True,
+                dir_okay=False,
+                help="NPZ of counterfactuals (x_cf or x_cf_<bias column>, row i the "
+                "counterfactual of calibration row i) for attributes that are not input columns",
+            ),
+        ] = None,
         name: Annotated[str | None, typer.Option(help=SPEC["name"].description)] = None,
         activate: ActivateOption = False,
         enqueue: EnqueueOption = False,
@@ -238,20 +256,24 @@ def _fmd_command() -> Any:
             "activate": activate, "seed": seed, "device": device, "folds": folds,
             "holdout_fraction": holdout, "fmd": fmd,
         }  # fmt: skip
-        _submit(fields, calibration, enqueue)
+        _submit(fields, calibration, enqueue, pairs)
 
     command.__doc__ = (
         "fmd: distil a surrogate, unlearn the rows most harmful to counterfactual fairness on "
-        "the attribute (an input column) with one Newton step, serve log S − log S'."
+        "the attribute (an input column, or uploaded pairs) with one Newton step, serve "
+        "log S − log S'."
     )
     return command
 
 
-def _submit(fields: dict[str, Any], calibration: Path, enqueue: bool) -> None:
-    """Validate the spec, store the calibration file, then run the job here or enqueue it."""
+def _submit(
+    fields: dict[str, Any], calibration: Path, enqueue: bool, pairs: Path | None = None
+) -> None:
+    """Validate the spec, store the calibration file (and an FMD job's pairs), then run the job
+    here or enqueue it."""
     spec = _spec(fields)
     settings = GatewaySettings()
-    spec = asyncio.run(_store(settings, spec, calibration))
+    spec = asyncio.run(_store(settings, spec, calibration, pairs))
     if enqueue:
         typer.echo(json.dumps({"job_id": _enqueue(settings, spec)}))
         return
@@ -292,18 +314,25 @@ def _train_option(loc: Loc) -> str | None:
     return OPTION_OF.get(field, "--" + field.replace("_", "-"))
 
 
-async def _store(settings: GatewaySettings, spec: TrainingJobSpec, path: Path) -> TrainingJobSpec:
-    """Validate and store the calibration file; the spec then names it by sha256."""
+async def _store(
+    settings: GatewaySettings, spec: TrainingJobSpec, path: Path, pairs: Path | None = None
+) -> TrainingJobSpec:
+    """Validate and store the calibration file (and the pairs); the spec then names them by
+    sha256."""
     from service.calibration.intake import check_upload
 
     data = path.read_bytes()
+    pairs_bytes = pairs.read_bytes() if pairs is not None else None
     async with _context(settings) as ctx:
         with _usage_error("--model"):
             model = ctx.model(spec.model)
-        with _usage_error("--calibration"):
-            _, meta = check_upload(data, path.name, model, spec, settings.training)
+        with _usage_error("--calibration/--pairs" if pairs is not None else "--calibration"):
+            _, meta = check_upload(data, path.name, model, spec, settings.training, pairs_bytes)
         await ctx.calibrations.put(data, meta)
-    return spec.model_copy(update={"calibration_set_id": meta.sha256})
+        stored = {"calibration_set_id": meta.sha256}
+        if pairs_bytes is not None:
+            stored["pairs_id"] = await ctx.calibrations.put_pairs(pairs_bytes)
+    return spec.model_copy(update=stored)
 
 
 @asynccontextmanager

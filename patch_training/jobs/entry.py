@@ -1,8 +1,8 @@
 """Where a training job starts: in an RQ worker (``run_job``) or in the CLI (``run_stored``).
 
-Both read the calibration set back from the store by its sha256 and re-validate it with this
-process's model table, so a worker configured differently from the gateway fails loudly instead
-of training on misread data.
+Both read the calibration set (and an FMD job's pairs) back from the store by its sha256 and
+re-validate it with this process's model table, so a worker configured differently from the
+gateway fails loudly instead of training on misread data.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ async def run_stored(
         raise ValueError("the job spec names no calibration set")
     async with open_context(settings, progress, job_id) as ctx:
         data, meta = await ctx.calibrations.get(spec.calibration_set_id)
+        pairs = None if spec.pairs_id is None else await ctx.calibrations.get_pairs(spec.pairs_id)
         calib = load_calibration(
             data,
             ctx.model(spec.model),
@@ -71,6 +72,7 @@ async def run_stored(
             filename=meta.filename,
             bias_required=not spec.label_free,
             bias_is_input=spec.bias_is_input,
+            pairs=pairs,
         )
         return await run_training(spec, calib, ctx)
 

@@ -1,8 +1,10 @@
 """An FMD job (``method: "fmd"``): the shared pipeline plus counterfactuals.
 
-For each bias column (an input column of the model: the attribute): every calibration row is
-set to each other value of the attribute (``flipped_counterfactuals``, the audit's own
-construction) and the black box is queried on those rows too (cached like the originals);
+For each bias column (the attribute): every calibration row's counterfactuals — the uploaded
+pairs when the set has them for the column (an attribute that is not an input: images, say),
+else the row with the input column set to each of its other values
+(``flipped_counterfactuals``, the audit's own construction) — and the black box is queried on
+those rows too (cached like the originals);
 the rows are split as for every method, stratified by (target, attribute); the method
 (``methods.fmd``) fits on the tuning rows only; α, the export, the gate (groups: the
 attribute's values) and the registration are the shared steps. The report adds an ``fmd``
@@ -50,10 +52,18 @@ TOP_HARMFUL = 10  # calibration rows listed in the report
 
 
 def counterfactuals_of(calib: CalibrationSet, model: ModelConfig, column: str) -> AuditAttribute:
-    """Every calibration row with ``column`` set to each of its other values (as the audit)."""
+    """The counterfactuals of every calibration row for ``column``: the uploaded pairs when the
+    set has them for it (an attribute that is not an input; groups from the file's column),
+    else the row with the input column set to each of its other values (as the audit)."""
+    pairs = calib.pairs.get(column)
+    if pairs is not None:
+        return AuditAttribute(column, "pairs", calib.bias[column], pairs)
     features = list(model.input.features or ())
     if column not in features:
-        raise ValueError(f"FMD's attribute {column!r} is not an input column of {model.name!r}")
+        raise ValueError(
+            f"FMD's attribute {column!r} is not an input column of {model.name!r} and the "
+            "calibration set has no counterfactual pairs for it"
+        )
     return flipped_counterfactuals(column, calib.x, features.index(column))
 
 
@@ -104,6 +114,7 @@ def verdict_counterfactual_bias(
     cf: Counterfactuals,
     groups: np.ndarray,
     name: str,
+    source: str,
     values: list[str] | None,
     model: ModelConfig,
     draws: int,
@@ -125,7 +136,7 @@ def verdict_counterfactual_bias(
 
     audit, _ = audit_attribute(
         name=name,
-        source="input_column",
+        source=source,
         values=values,
         groups=groups,
         classes=model.classes,
@@ -161,6 +172,7 @@ def fmd_section(
         cf.rows(v),
         attribute.groups[v],
         attribute.name,
+        attribute.source,
         attribute.values,
         model,
         gate.bootstrap_draws,
@@ -179,6 +191,7 @@ def fmd_section(
     section = {
         "attribute": attribute.name,
         "values": attribute.values,
+        "counterfactuals": attribute.source,
         "counterfactuals_per_row": attribute.per_row,
         "counterfactual_bias": cf_bias
         | {

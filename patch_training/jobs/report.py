@@ -109,20 +109,25 @@ def _point(evidence: Evidence, stage: str) -> dict[str, Any]:
 def render_png(report: dict[str, Any]) -> bytes:
     """Two panels: per-group accuracy raw vs fair with error bars, and the α curve with its
     bands (headless backend). A label-free report (``label_free``) adds f_B's training loss
-    and the share of poisoned labels per pass over the rows, one line per fold."""
+    and the share of poisoned labels per pass over the rows, one line per fold; an FMD report
+    (``fmd``) adds counterfactual bias raw → fair with its intervals and the K curve."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    label_free = report.get("label_free")
-    if label_free is None:
+    label_free, fmd = report.get("label_free"), report.get("fmd")
+    if label_free is None and fmd is None:
         fig = Figure(figsize=(11, 4.2), layout="constrained")
         bars, curve = fig.subplots(1, 2)
     else:
         fig = Figure(figsize=(11, 8.4), layout="constrained")
-        (bars, curve), (loss, poisoned) = fig.subplots(2, 2)
-        _biased_curves(loss, poisoned, label_free)
+        (bars, curve), (lower_left, lower_right) = fig.subplots(2, 2)
+        if label_free is not None:
+            _biased_curves(lower_left, lower_right, label_free)
+        else:
+            _counterfactual_bars(lower_left, fmd)
+            _k_curve(lower_right, fmd)
     _group_bars(bars, report)
     _alpha_curve(curve, report)
     groups = f"bias: {report['bias']}" if report["bias"] is not None else "pseudo-groups y × f_B"
@@ -139,6 +144,8 @@ def _verdict_line(report: dict[str, Any]) -> str:
     line = f"{'validated' if verdict['passed'] else 'rejected'} on {verdict['rows']} verdict rows"
     if "label_free" in report:
         line += f"; kept {report['label_free']['kept']}"
+    if "fmd" in report:
+        line += f"; FMD, K = {100 * report['fmd']['k']['chosen_fraction']:g} %"
     return line
 
 
@@ -158,6 +165,66 @@ def _biased_curves(loss: Any, poisoned: Any, section: dict[str, Any]) -> None:
     poisoned.set_title("labels poisoned (differ from y), per pass")
     for ax in (loss, poisoned):
         ax.legend(fontsize=8)
+
+
+def _counterfactual_bars(ax: Any, section: dict[str, Any]) -> None:
+    """FMD: counterfactual bias on the verdict rows, raw and fair at the chosen α, overall and
+    per group of the attribute, with their bootstrap intervals; fair at α = 1 as a marker."""
+    cf = section["counterfactual_bias"]
+    rows = {"all": {"raw": cf["raw"], "fair": cf["fair"]}} | cf.get("groups", {})
+    names = list(rows)
+    xs = range(len(names))
+    for offset, stage in ((-0.2, "raw"), (0.2, "fair")):
+        values = [rows[g][stage] for g in names]
+        estimates = [v["estimate"] for v in values]
+        errors = [
+            [max(v["estimate"] - v["low"], 0.0) for v in values],
+            [max(v["high"] - v["estimate"], 0.0) for v in values],
+        ]
+        label = "raw" if stage == "raw" else f"fair (α={cf['alpha']})"
+        ax.bar([x + offset for x in xs], estimates, width=0.4, yerr=errors, capsize=3, label=label)
+    ax.plot([0.2], [cf["fair_at_alpha_1"]], "kD", label="fair at α = 1")
+    ax.set_xticks(list(xs), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("counterfactual bias (%)")
+    change = cf["change"]
+    ax.set_title(
+        f"counterfactual bias ({section['attribute']}) on {cf['rows']} verdict rows\n"
+        f"raw {cf['raw']['estimate']:.2f} → fair {cf['fair']['estimate']:.2f}, change "
+        f"{change['estimate']:+.2f} [{change['low']:+.2f}, {change['high']:+.2f}] points",
+        fontsize=9,
+    )
+    ax.legend(fontsize=8)
+
+
+def _k_curve(ax: Any, section: dict[str, Any]) -> None:
+    """FMD: the out-of-fold K curve on the tuning rows: counterfactual bias of the served
+    answer and of the surrogate, and average-group accuracy (right axis), per K; the chosen K
+    marked, Ks ruled out by the accuracy floor hollow."""
+    curve = section["k"]["curve"]
+    xs = list(range(len(curve)))
+    served = [c["served_cf_bias"] for c in curve]
+    ax.plot(xs, served, "-", color="C0", label="served cf bias (α = 1)")
+    ax.plot(
+        xs, [c["surrogate_cf_bias"] for c in curve], "--", color="C1", label="surrogate cf bias"
+    )
+    ruled_out = [i for i, c in enumerate(curve) if not c.get("eligible", True)]
+    ax.plot(xs, served, "o", color="C0", markersize=4)
+    if ruled_out:
+        ax.plot(ruled_out, [served[i] for i in ruled_out], "o", color="white",
+                markeredgecolor="C0", markersize=6, label="ruled out (accuracy)")  # fmt: skip
+    chosen = [i for i, c in enumerate(curve) if c.get("chosen")]
+    for i in chosen:
+        ax.axvline(
+            i, color="grey", linestyle=":", label=f"chosen K = {100 * curve[i]['k_fraction']:g} %"
+        )
+    ax.set_xticks(xs, [f"{100 * c['k_fraction']:g}" for c in curve], fontsize=8)
+    ax.set_xlabel("K (% of each fold's fit rows replaced)")
+    ax.set_ylabel("counterfactual bias (%)")
+    accuracy = ax.twinx()
+    accuracy.plot(xs, [c["avg_group_acc"] for c in curve], "-.", color="C2", marker=".")
+    accuracy.set_ylabel("avg-group accuracy (%)", color="C2")
+    ax.set_title("K curve on the tuning rows, out of fold", fontsize=9)
+    ax.legend(fontsize=8)
 
 
 def _group_bars(ax: Any, report: dict[str, Any]) -> None:

@@ -75,8 +75,9 @@ class FmdPatch(FittedPatch):
 
 
 class Fmd:
-    """The ``fmd`` method: needs x, y, the attribute (the bias column, an input) and the
-    counterfactuals of every row with the black box's answers on them."""
+    """The ``fmd`` method: needs x, y, the attribute's groups (the bias column) and the
+    counterfactuals of every row with the black box's answers on them (flipped input columns
+    or uploaded pairs: the method does not care which)."""
 
     kind = "fmd"
 

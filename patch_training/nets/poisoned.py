@@ -106,6 +106,8 @@ class BiasedModelConfig:
             lr=knobs.lr,
             loss=knobs.loss,
             warmup_steps=knobs.warmup_steps,
+            q=knobs.q,
+            contrast_temperature=knobs.contrast_temperature,
         )
         return config.with_spec(spec)
 

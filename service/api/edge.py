@@ -44,9 +44,7 @@ def body_limit(settings: GatewaySettings, method: str, path: str) -> int:
     if method == "POST":
         if path == "/predict" or _is_protocol_inference(path):
             return int(limits.predict_body_mb * MB)
-        if path == "/patches":
-            return int((settings.training.max_calibration_mb + limits.upload_overhead_mb) * MB)
-        if path == "/audits":  # a data file and an optional pairs file
+        if path in ("/patches", "/audits"):  # a data file and an optional pairs file
             return int((2 * settings.training.max_calibration_mb + limits.upload_overhead_mb) * MB)
         if path.startswith("/patches/") and path.endswith("/versions"):
             return int((settings.max_artifact_mb + limits.upload_overhead_mb) * MB)

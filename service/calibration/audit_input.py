@@ -17,28 +17,31 @@ Formats.
   with ``x_cf_<attribute>`` (or ``x_cf`` when one attribute uses pairs), shaped
   [N, *input shape] or [N, M, *input shape] (M counterfactuals per row, averaged), row i the
   counterfactual of the data file's row i. An ``x`` array in it, if present, must equal the
-  data file's rows (a check that the two files are aligned).
+  data file's rows (a check that the two files are aligned). The format and its checks are
+  ``pairs``, shared with FMD training jobs.
 """
 
 from __future__ import annotations
 
-import io
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
-from service.calibration.archive import MAX_TOTAL_BYTES, member_names, open_zip
 from service.calibration.labels import _label_text, label_strings
+from service.calibration.pairs import (
+    NpzUpload,
+    check_queried_rows,
+    model_inputs,
+    read_pairs,
+)
 from service.calibration.sniff import detect_format
 from service.errors import InvalidAuditInput, InvalidCalibrationSet
 from service.jobs.audits import AuditInput, AuditSpec
 from service.settings import ModelConfig
 
 MAX_VALUES = 20  # distinct values of an input-column attribute taken from the data
-MAX_QUERIED_ROWS = 2_000_000  # originals plus every counterfactual, all attributes
 NO_GROUP = "all"
 Source = Literal["input_column", "pairs"]
 
@@ -91,7 +94,7 @@ def load_audit_set(
     _check_spec(spec, features, model, pairs is not None)
     x, labels = _read_data(data, model, spec.attributes, max_rows, filename)
     in_pairs = [a for a in spec.attributes if a not in features]
-    cf = _read_pairs(pairs, x, model, in_pairs) if pairs is not None else {}
+    cf = read_pairs(pairs, x, model, in_pairs, InvalidAuditInput) if pairs is not None else {}
     attributes = []
     for name in spec.attributes:
         if name in features:
@@ -102,12 +105,7 @@ def load_audit_set(
             groups = labels.get(name)
             groups = np.full(len(x), NO_GROUP) if groups is None else groups
             attributes.append(AuditAttribute(name, "pairs", groups, cf[name]))
-    queried = len(x) + sum(len(x) * a.per_row for a in attributes)
-    if queried > MAX_QUERIED_ROWS:
-        raise InvalidAuditInput(
-            f"the audit would send {queried} rows to the black box, more than the limit of "
-            f"{MAX_QUERIED_ROWS}: audit fewer rows, attributes or values"
-        )
+    check_queried_rows(len(x), [a.per_row for a in attributes], InvalidAuditInput)
     return AuditSet(x=x, attributes=attributes)
 
 
@@ -201,15 +199,15 @@ def _read_table(
 def _read_npz(
     data: bytes, model: ModelConfig, attributes: Sequence[str], max_rows: int
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    with _npz(data, "data file") as npz:
+    with NpzUpload(data, "data file", InvalidAuditInput) as npz:
         if "x" not in npz.files:
             raise InvalidAuditInput(f"the data NPZ needs an x array; it holds {npz.files}")
-        x = _inputs(_member(npz, "x", "data file"), model, "x", per_row=False)
+        x = model_inputs(npz.member("x"), model, "x", InvalidAuditInput, per_row=False)
         _check_rows(len(x), max_rows)
         labels = {}
         for name in attributes:
             if name in npz.files:
-                values = _member(npz, name, "data file")
+                values = npz.member(name)
                 if values.ndim != 1 or len(values) != len(x) or values.dtype.kind not in "biufUS":
                     raise InvalidAuditInput(
                         f"data NPZ array {name!r} has shape {list(values.shape)} and dtype "
@@ -273,105 +271,3 @@ def flipped_counterfactuals(
 
 def _text(value: float | np.floating) -> str:
     return _label_text(float(value)) or str(value)
-
-
-def _read_pairs(
-    pairs: bytes, x: np.ndarray, model: ModelConfig, attributes: list[str]
-) -> dict[str, np.ndarray]:
-    """x̄ [N, M, *shape] per attribute that is not an input, from the pairs NPZ."""
-    with _npz(pairs, "pairs file") as npz:
-        names = set(npz.files)
-        wanted = {a: f"x_cf_{a}" if f"x_cf_{a}" in names else "x_cf" for a in attributes}
-        if len(attributes) > 1 and "x_cf" in names:
-            raise InvalidAuditInput(
-                f"the pairs NPZ holds x_cf, but {attributes} all need pairs: name each array "
-                "x_cf_<attribute>"
-            )
-        for attribute, member in wanted.items():
-            if member not in names:
-                raise InvalidAuditInput(
-                    f"the pairs NPZ has no counterfactuals for attribute {attribute!r}: "
-                    f"expected an array x_cf_{attribute} (or x_cf); it holds {sorted(names)}",
-                    attribute=attribute,
-                )
-        extra = sorted(names - set(wanted.values()) - {"x"})
-        if extra:
-            raise InvalidAuditInput(
-                f"the pairs NPZ holds arrays {extra} that no audited attribute uses "
-                f"(expected {sorted(set(wanted.values()))}, and optionally x)"
-            )
-        if "x" in names:
-            own = _inputs(_member(npz, "x", "pairs file"), model, "x", per_row=False)
-            if own.shape != x.shape or not np.array_equal(own, x):
-                raise InvalidAuditInput(
-                    f"the pairs NPZ's x (shape {list(own.shape)}) is not the data file's rows "
-                    f"(shape {list(x.shape)}): the two files are not aligned"
-                )
-        out = {}
-        for attribute, member in wanted.items():
-            cf = _inputs(_member(npz, member, "pairs file"), model, member, per_row=True)
-            if len(cf) != len(x):
-                raise InvalidAuditInput(
-                    f"pairs array {member!r} has {len(cf)} rows; the data file has {len(x)}: row "
-                    "i of the pairs is the counterfactual of data row i",
-                    attribute=attribute,
-                )
-            out[attribute] = cf
-    return out
-
-
-class _npz:
-    """An uploaded NPZ, opened with the calibration reader's bounds and without pickle."""
-
-    def __init__(self, data: bytes, what: str) -> None:
-        self._data, self._what = data, what
-
-    def __enter__(self) -> np.lib.npyio.NpzFile:
-        try:
-            archive = open_zip(self._data, MAX_TOTAL_BYTES)
-        except InvalidCalibrationSet as exc:
-            raise InvalidAuditInput(f"{self._what}: {exc.message}") from None
-        if not all(n.endswith(".npy") for n in member_names(archive)):
-            raise InvalidAuditInput(f"the {self._what} is not an NPZ: it may only hold arrays")
-        try:
-            self._npz = np.load(io.BytesIO(self._data), allow_pickle=False)
-        except (ValueError, OSError, zipfile.BadZipFile) as exc:
-            raise InvalidAuditInput(f"the {self._what} cannot be read: {exc}") from None
-        return self._npz
-
-    def __exit__(self, *exc: object) -> None:
-        self._npz.close()
-
-
-def _member(npz: np.lib.npyio.NpzFile, name: str, what: str) -> np.ndarray:
-    try:
-        return npz[name]
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise InvalidAuditInput(f"{what} array {name!r} cannot be read: {exc}") from None
-
-
-def _inputs(values: np.ndarray, model: ModelConfig, name: str, per_row: bool) -> np.ndarray:
-    """float32 model inputs [N, *shape] (or [N, M, *shape] with ``per_row``), finite."""
-    shape = tuple(model.input.shape)
-    if values.dtype.kind not in "biuf":
-        raise InvalidAuditInput(f"array {name!r} has dtype {values.dtype}: it must be numeric")
-    uploaded = list(values.shape)
-    if per_row and values.ndim == len(shape) + 1:
-        values = values[:, None]
-    extra = 2 if per_row else 1
-    if values.ndim != len(shape) + extra or tuple(values.shape[extra:]) != shape:
-        want = ", ".join(map(str, shape))
-        forms = f"[N, {want}] or [N, M, {want}]" if per_row else f"[N, {want}]"
-        raise InvalidAuditInput(
-            f"array {name!r} has shape {uploaded}: model {model.name!r} needs {forms}",
-            array=name,
-        )
-    if per_row and values.shape[1] == 0:
-        raise InvalidAuditInput(f"array {name!r} holds no counterfactuals (M = 0)", array=name)
-    with np.errstate(over="ignore"):
-        out = values.astype(np.float32)
-    bad = ~np.isfinite(out.reshape(len(out), -1)).all(axis=1)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0]) + 1
-        raise InvalidAuditInput(f"array {name!r} row {row} holds a NaN or infinite value")
-    return out

@@ -39,8 +39,10 @@ class UploadChecker:
         model: ModelConfig,
         spec: TrainingJobSpec,
         training: TrainingSettings,
+        pairs: bytes | None = None,
     ) -> CalibrationMeta:
-        return await self._run(_check, data, filename, model, spec, training)
+        """``pairs``: an FMD job's counterfactual pairs NPZ, validated with the set."""
+        return await self._run(_check, data, filename, model, spec, training, pairs)
 
     async def check_audit(
         self,
@@ -86,11 +88,12 @@ def _check(
     model: ModelConfig,
     spec: TrainingJobSpec,
     training: TrainingSettings,
+    pairs: bytes | None = None,
 ) -> CalibrationMeta:
     """Runs in the worker process: only there are the readers (pyarrow, Pillow) imported."""
     from service.calibration.intake import check_upload
 
-    return check_upload(data, filename, model, spec, training)[1]
+    return check_upload(data, filename, model, spec, training, pairs)[1]
 
 
 def _check_audit(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -35,6 +35,9 @@ class CalibrationSet:
     bias: dict[str, np.ndarray]  # bias column -> [N] str group values
     sha256: str
     format: Format
+    pairs: dict[str, np.ndarray] = field(default_factory=dict)
+    # bias column -> float32 [N, M, *model.input.shape]: the uploaded counterfactuals of each
+    # row (FMD, an attribute that is not an input); empty for every other set
 
     def __len__(self) -> int:
         return int(self.y.shape[0])

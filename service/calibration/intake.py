@@ -21,13 +21,16 @@ def check_upload(
     model: ModelConfig,
     spec: TrainingJobSpec,
     training: TrainingSettings,
+    pairs: bytes | None = None,
 ) -> tuple[CalibrationSet, CalibrationMeta]:
-    """Parse and validate (CPU work: keep it off an event loop); the set and its description."""
+    """Parse and validate (CPU work: keep it off an event loop); the set and its description.
+    ``pairs``: the counterfactual pairs NPZ of an FMD job (``loader.load_calibration``)."""
     limit = int(training.max_calibration_mb * 2**20)
-    if len(data) > limit:
-        raise InvalidCalibrationSet(
-            f"calibration file is {len(data)} bytes; the limit is {training.max_calibration_mb} MB"
-        )
+    for what, size in (("calibration file", len(data)), ("pairs file", len(pairs or b""))):
+        if size > limit:
+            raise InvalidCalibrationSet(
+                f"{what} is {size} bytes; the limit is {training.max_calibration_mb} MB"
+            )
     calib = load_calibration(
         data,
         model,
@@ -37,5 +40,6 @@ def check_upload(
         filename=filename,
         bias_required=not spec.label_free,
         bias_is_input=spec.bias_is_input,
+        pairs=pairs,
     )
     return calib, describe(calib, model, spec.target, filename, len(data))

@@ -24,11 +24,13 @@ def check_selection(
     bias: Sequence[str],
     bias_required: bool = True,
     bias_is_input: bool = False,
+    has_pairs: bool = False,
 ) -> None:
     """Refuse a target/bias choice that cannot train a patch, before the file is even read.
     ``bias_required=False`` (label-free methods): no bias column is fine. ``bias_is_input``
-    (FMD): every bias column must be one of the model's inputs, the attribute whose
-    counterfactuals set it to its other values; otherwise none may be."""
+    (FMD): every bias column is the attribute whose counterfactuals the job needs: an input
+    column of the model (set to its other values), or, with uploaded pairs (``has_pairs``), a
+    column of the file; otherwise no bias column may be an input, and pairs are refused."""
     if not bias and bias_required:
         raise InvalidCalibrationSet("at least one bias column is required")
     if len(set(bias)) != len(bias):
@@ -40,16 +42,25 @@ def check_selection(
         raise InvalidCalibrationSet(f"target {target!r} is a feature of model {model.name!r}")
     if bias_is_input:
         absent = [b for b in bias if b not in features]
-        if absent:
+        if absent and not has_pairs:
             inputs = f"inputs: {sorted(features)}" if features else "an unnamed tensor"
             raise InvalidCalibrationSet(
                 f"bias columns {absent} are not input columns of model {model.name!r} "
-                f"({inputs}): FMD's counterfactuals set the attribute to its other values, "
-                "so it must be an input (counterfactual pairs are not supported by training "
-                "jobs yet)",
+                f"({inputs}) and no counterfactual pairs were uploaded: FMD sets an input "
+                "attribute to its other values; for any other attribute upload a pairs NPZ "
+                "(x_cf, row i the counterfactual of calibration row i)",
                 missing=absent,
             )
+        if has_pairs and not absent:
+            raise InvalidCalibrationSet(
+                f"a pairs file was uploaded, but every bias column {list(bias)} is an input "
+                "column (set to its other values): pairs are for attributes that are not inputs"
+            )
         return
+    if has_pairs:
+        raise InvalidCalibrationSet(
+            "counterfactual pairs were uploaded, but only method 'fmd' uses them"
+        )
     leaked = [b for b in bias if b in features]
     if leaked:
         raise InvalidCalibrationSet(

@@ -19,6 +19,7 @@ from service.calibration.labels import (
     target_indices,
 )
 from service.calibration.npz import read_npz
+from service.calibration.pairs import check_queried_rows, read_pairs
 from service.calibration.sniff import detect_format
 from service.calibration.tabular import read_csv, read_parquet
 from service.errors import InvalidCalibrationSet
@@ -43,24 +44,38 @@ def load_calibration(
     filename: str | None = None,
     bias_required: bool = True,
     bias_is_input: bool = False,
+    pairs: bytes | None = None,
 ) -> CalibrationSet:
     """Parse and validate an upload for ``model``; raises InvalidCalibrationSet on bad input.
     ``bias_required=False``: a set with x and the target only is accepted (label-free methods;
     the file must then have exactly the features and the target). ``bias_is_input`` (FMD):
-    the bias columns are input columns, read from x (no separate column in the file), each
-    with 2 to ``MAX_INPUT_GROUPS`` distinct values."""
+    a bias column that is an input column is read from x (no separate column in the file),
+    with 2 to ``MAX_INPUT_GROUPS`` distinct values; any other bias column is a column of the
+    file and needs its counterfactuals in ``pairs`` (the NPZ format of ``pairs``), which
+    become the set's ``pairs``."""
     bias = [bias] if isinstance(bias, str) else list(bias)
-    check_selection(model, target, bias, bias_required, bias_is_input)
+    check_selection(model, target, bias, bias_required, bias_is_input, pairs is not None)
     fmt = detect_format(data, filename)
-    from_file = [] if bias_is_input else bias
+    features = list(model.input.features or ())
+    inputs = [b for b in bias if bias_is_input and b in features]
+    from_file = [b for b in bias if b not in inputs]
     parsed = READERS[fmt](data, model, [target, *from_file], max_rows)
     y = target_indices(target, label_strings(target, parsed.labels[target]), model.classes)
-    if bias_is_input:
-        features = list(model.input.features or ())
-        groups = {name: input_groups(name, parsed.x[:, features.index(name)]) for name in bias}
-    else:
-        groups = {name: bias_groups(name, parsed.labels[name]) for name in bias}
-    return CalibrationSet(x=parsed.x, y=y, bias=groups, sha256=sha256_hex(data), format=fmt)
+    groups = {}
+    for name in bias:
+        if name in inputs:
+            groups[name] = input_groups(name, parsed.x[:, features.index(name)])
+        else:
+            groups[name] = bias_groups(name, parsed.labels[name])
+    cf = {}
+    if pairs is not None:
+        cf = read_pairs(pairs, parsed.x, model, from_file, InvalidCalibrationSet)
+        flipped = [len(np.unique(groups[name])) - 1 for name in inputs]
+        per_row = [*flipped, *(int(v.shape[1]) for v in cf.values())]
+        check_queried_rows(len(y), per_row, InvalidCalibrationSet)
+    return CalibrationSet(
+        x=parsed.x, y=y, bias=groups, sha256=sha256_hex(data), format=fmt, pairs=cf
+    )
 
 
 MAX_INPUT_GROUPS = 20  # distinct values of an input-column attribute (as the audit allows)

@@ -68,6 +68,24 @@ class CalibrationStore:
             raise IntegrityError(f"calibration set {sha256} has no meta", sha256=sha256)
         return data, _parse(sha256, raw_meta)
 
+    async def put_pairs(self, data: bytes) -> str:
+        """Store an FMD job's counterfactual pairs NPZ beside the sets, content-addressed and
+        kept like them (the patch version names it by the spec's ``pairs_id``); its sha256."""
+        digest = sha256_hex(data)
+        await self._redis.set(self._keys.calibration(digest), data)
+        return digest
+
+    async def get_pairs(self, sha256: str) -> bytes:
+        """The pairs bytes, re-hashed (IntegrityError unless they still hash to ``sha256``);
+        the caller parses them as untrusted input (``loader.load_calibration``)."""
+        _check_sha(sha256)
+        data = await self._redis.get(self._keys.calibration(sha256))
+        if data is None:
+            raise CalibrationSetNotFound(f"pairs file {sha256} not found", sha256=sha256)
+        if sha256_hex(data) != sha256:
+            raise IntegrityError(f"pairs file {sha256}: hash mismatch", sha256=sha256)
+        return data
+
 
 def _check_sha(sha256: str) -> None:
     """Only hex digests become keys; anything else cannot name a stored set."""

@@ -76,6 +76,15 @@ class PoisonerConfig(BaseModel):
     warmup_steps: int = Field(
         default=0, ge=0, description="plain cross-entropy steps before poisoning starts"
     )
+    q: float = Field(
+        default=0.7, gt=0, le=1, description="the GCE exponent (loss 'gce' only; LfF's 0.7)"
+    )
+    contrast_temperature: float = Field(
+        default=1.0,
+        gt=0,
+        le=100,
+        description="τ of the contrastive score d_con (Eq. 4; the paper writes none: 1)",
+    )
     candidates: list[PoisonerCandidate] = Field(
         default_factory=lambda: ["poisoner", "poisoner-eraser"],
         min_length=1,
@@ -141,6 +150,19 @@ class FmdConfig(BaseModel):
         return sorted(set(value))
 
 
+class ExportConfig(BaseModel):
+    """How the trained patch is serialised (patch_training/export; docs/operations.md#gpu)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fp16: bool = Field(
+        default=False,
+        description="register the patch with float16 weights and arithmetic (float32 input and "
+        "output), for image patches on GPUs; the job fails instead if its log_bias differs from "
+        "the float32 export's by more than 0.02 on the calibration rows checked",
+    )
+
+
 class TrainingJobSpec(BaseModel):
     """A patch-training job: one patch per bias column, stacked when activated."""
 
@@ -153,14 +175,20 @@ class TrainingJobSpec(BaseModel):
         default_factory=list,
         description="bias columns; one patch each (eraser: at least one). method 'poisoner': "
         "optional, at most one, used only to evaluate (gate and report), never to train. "
-        "method 'fmd': input columns of the model (the attribute whose counterfactual "
-        "influence is unlearned); other methods refuse input columns",
+        "method 'fmd': the attribute whose counterfactual influence is unlearned, an input "
+        "column of the model (set to its other values) or, with uploaded pairs, a column of "
+        "the file; other methods refuse input columns",
     )
     name: str | None = Field(
         default=None, pattern=NAME_PATTERN, description="patch name (default '{model}-{bias}')"
     )
     calibration_set_id: str | None = Field(
         default=None, description="sha256 of a stored calibration set (set by the gateway)"
+    )
+    pairs_id: str | None = Field(
+        default=None,
+        description="method 'fmd': sha256 of the stored counterfactual pairs NPZ (x_cf or "
+        "x_cf_<bias column>) for bias columns that are not inputs (set by the gateway)",
     )
     folds: int = Field(
         default=4,
@@ -207,10 +235,11 @@ class TrainingJobSpec(BaseModel):
     )
     fmd: FmdConfig = Field(
         default_factory=FmdConfig,
-        description="method 'fmd' only: the surrogate, λ, the K grid (the bias column must "
-        "be an input column of the model: its counterfactuals set it to its other values)",
+        description="method 'fmd' only: the surrogate, λ, the K grid (the bias column is an "
+        "input column of the model, set to its other values, or comes with uploaded pairs)",
     )
     activate: bool = Field(default=False, description="activate if the validation gate passes")
+    export: ExportConfig = Field(default_factory=ExportConfig, description="the ONNX export")
 
     @field_validator("bias", mode="before")
     @classmethod
@@ -221,6 +250,8 @@ class TrainingJobSpec(BaseModel):
     def _bias_columns_for_the_method(self) -> TrainingJobSpec:
         if self.method not in LABEL_FREE_METHODS and not self.bias:
             raise ValueError(f"method {self.method!r} needs at least one bias column")
+        if self.pairs_id is not None and self.method not in ATTRIBUTE_INPUT_METHODS:
+            raise ValueError(f"pairs_id: method {self.method!r} takes no counterfactual pairs")
         if self.label_free:
             if len(self.bias) > 1:
                 raise ValueError(
@@ -236,7 +267,8 @@ class TrainingJobSpec(BaseModel):
 
     @property
     def bias_is_input(self) -> bool:
-        """The bias column is one of the model's inputs (FMD: counterfactuals flip it)."""
+        """The bias column may be one of the model's inputs (FMD: counterfactuals set it to its
+        other values; a column that is not an input needs uploaded pairs)."""
         return self.method in ATTRIBUTE_INPUT_METHODS
 
     @property

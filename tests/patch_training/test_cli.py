@@ -122,6 +122,10 @@ def test_train_poisoner_takes_its_knobs_and_names_a_bad_one(env: Path) -> None:
     assert result.exit_code == 2 and "--fb-loss" in result.output
     result = train_poisoner(env, "--candidate", "poisoner-eraser", "--folds", "1")
     assert result.exit_code == 2 and "cross-fitting" in result.output
+    result = train_poisoner(env, "--gce-q", "1.5")
+    assert result.exit_code == 2 and "--gce-q" in result.output
+    result = train_poisoner(env, "--contrast-temperature", "0")
+    assert result.exit_code == 2 and "--contrast-temperature" in result.output
 
 
 @pytest.mark.slow

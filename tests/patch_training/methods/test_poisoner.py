@@ -375,3 +375,18 @@ def test_bias_discovery_precision_recall_and_label_free_mode() -> None:
     assert d.agreement_of_y_pct == pytest.approx(75.0)
     free = bias_discovery(y, np.array([*pred[:-1], -1]))  # no b; an unjudged row is skipped
     assert free.rows == 7 and free.precision_pct is None and free.agreement_pct is None
+
+
+def test_job_spec_knobs_reach_f_b_training_config() -> None:
+    from service.jobs.spec import TrainingJobSpec
+
+    spec = TrainingJobSpec.model_validate(
+        {
+            "model": "m",
+            "target": "y",
+            "method": "poisoner",
+            "poisoner": {"loss": "gce", "q": 0.5, "contrast_temperature": 0.2, "steps": 7},
+        }
+    )
+    cfg = BiasedModelConfig.from_job(spec)
+    assert (cfg.loss, cfg.q, cfg.contrast_temperature, cfg.steps) == ("gce", 0.5, 0.2, 7)

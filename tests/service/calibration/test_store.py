@@ -116,3 +116,19 @@ async def test_meta_moved_to_another_key_is_refused(
 def test_store_needs_a_bytes_client() -> None:
     with pytest.raises(ValueError, match="decode_responses=False"):
         CalibrationStore(aioredis.Redis.from_url(REDIS_URL, decode_responses=True))
+
+
+async def test_pairs_are_kept_by_hash_and_re_hashed_on_every_read(
+    store: CalibrationStore, redis_client: aioredis.Redis
+) -> None:
+    pairs = b"PK\x03\x04 an FMD job's pairs NPZ"
+    sha = await store.put_pairs(pairs)
+    assert sha == hashlib.sha256(pairs).hexdigest() and await store.get_pairs(sha) == pairs
+    assert await redis_client.ttl(store.keys.calibration(sha)) == -1  # kept, like the sets
+    await redis_client.set(store.keys.calibration(sha), pairs + b"!")
+    with pytest.raises(IntegrityError, match="hash mismatch"):
+        await store.get_pairs(sha)
+    with pytest.raises(CalibrationSetNotFound):
+        await store.get_pairs("0" * 64)
+    with pytest.raises(CalibrationSetNotFound):
+        await store.get_pairs("../calibration:x")

@@ -31,3 +31,16 @@ def test_a_patch_outcome_stored_before_label_free_jobs_still_parses() -> None:
            "alpha": 1.0, "evidence": evidence, "tuning": {}}  # fmt: skip
     outcome = PatchOutcome.model_validate(old)
     assert outcome.kind is None and outcome.candidates == [] and outcome.choice is None
+
+
+def test_only_an_fmd_job_names_counterfactual_pairs() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from service.jobs.spec import TrainingJobSpec
+
+    base = {"model": "m", "target": "t", "bias": ["colour"], "pairs_id": "ab" * 32}
+    assert TrainingJobSpec.model_validate(base | {"method": "fmd"}).pairs_id == "ab" * 32
+    assert TrainingJobSpec.model_validate(base | {"pairs_id": None}).pairs_id is None
+    with pytest.raises(ValidationError, match="takes no counterfactual pairs"):
+        TrainingJobSpec.model_validate(base)
