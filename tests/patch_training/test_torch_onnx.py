@@ -103,3 +103,18 @@ def test_fold_ensemble_exports_the_normalised_mean_of_its_members(arch: str) -> 
     (got,) = session.run(None, {"x": x})
     assert np.allclose(got, expected, atol=1e-5)
     assert np.allclose(np.exp(got).sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_parity_scales_with_the_output_a_sharply_tempered_cnn_passes() -> None:
+    """T = 0.0005 multiplies the CNN's logits (and float32's rounding in them) by 2,000: its
+    log-probabilities run into the thousands and differ by more than an absolute 1e-4 (the old
+    rule, which refused such a Poisoner patch), yet agree to float32's relative precision."""
+    from patch_training.nets.poisoned import Tempered
+
+    sharp = Tempered(_net("cnn"), 0.0005).eval()
+    x = _inputs("cnn", 32) * 5
+    blob = export_patch(sharp, SHAPES["cnn"])
+    assert np.abs(sharp(torch.from_numpy(x)).detach().numpy()).max() > 500
+    assert 1e-4 < check_parity(sharp, blob, x) < 1e-1
+    with pytest.raises(ParityError, match="differ"):
+        check_parity(Tempered(_net("cnn", seed=1), 0.0005).eval(), blob, x)
