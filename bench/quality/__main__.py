@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from bench.quality.audit_rows import AuditRun, evaluate_audit, plan_audits, submit_audit
 from bench.quality.client import Gateway
+from bench.quality.counterfactual import calibration_pairs
 from bench.quality.datasets import DATA_DIR
 from bench.quality.deployed import deployed_onnx
 from bench.quality.gate_stats import gate_stats
@@ -309,7 +310,9 @@ def _eraser_patch(fixed: list[dict[str, Any]], run: FmdRun) -> dict[str, Any] | 
 
 def _submit(gw: Gateway, run: Run) -> str:
     if isinstance(run, FmdRun):
-        return gw.submit(run.gateway_model, run.task, run.calib, run.seed, bias_column=False,
+        pairs = calibration_pairs(run.task) if run.uploads_pairs else None
+        return gw.submit(run.gateway_model, run.task, run.calib, run.seed,
+                         bias_column=pairs is not None, pairs=pairs,
                          **run.spec_fields())  # fmt: skip
     fields = run.spec_fields() if isinstance(run, LabelFreeRun) else {}
     return gw.submit(run.gateway_model, run.task, run.calib, run.seed, **fields)

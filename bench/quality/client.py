@@ -59,18 +59,22 @@ class Gateway:
 
     def submit(
         self, model: str, task: Task, table: Table, seed: int, bias_column: bool = True,
-        **fields: Any,
+        pairs: tuple[str, bytes] | None = None, **fields: Any,
     ) -> str:  # fmt: skip
         """Upload a calibration set; the job activates the patch if it passes the gate.
         ``fields``: more of the spec (``method``, ``poisoner``, ``bias``, ...); without
-        ``bias_column`` the upload has no bias column (FMD reads the attribute from x)."""
+        ``bias_column`` the upload has no bias column (FMD reads the attribute from x);
+        ``pairs``: an FMD job's counterfactual pairs file (name, NPZ bytes)."""
         spec = {"model": model, "target": task.target_name, "bias": [task.bias_name],
                 "seed": seed, "activate": True, **fields}  # fmt: skip
         r = self.http.post(
             "/patches",
             headers=ADMIN,
             data={"spec": orjson.dumps(spec).decode()},
-            files={"calibration": calibration_file(task, table, bias_column)},
+            files={
+                "calibration": calibration_file(task, table, bias_column),
+                **({"pairs": pairs} if pairs is not None else {}),
+            },
         )
         _check(r)
         return r.json()["status_url"]

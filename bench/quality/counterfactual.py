@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.quality.datasets import Table, Task
+from bench.quality.datasets import Table, Task, colourise
 from blackbox.data import RACE_FEATURE, RACES
 from patch_training.audit import row_changes
 
@@ -173,6 +173,25 @@ def _check_recoloured(task: Task, every: np.ndarray, colour: np.ndarray) -> None
         or not (b == np.asarray(task.bias_values)[colour]).all()
     ):
         raise ValueError("paired test split: rows are not ordered colour by colour")
+
+
+def calibration_pairs(task: Task) -> tuple[str, bytes]:
+    """The FMD job's uploaded pairs for a Colored MNIST full calibration set: every digit in
+    each of the nine other background colours, ``x_cf`` uint8 [N, 9, 3, 28, 28] in the
+    calibration rows' order (the format ``POST /patches`` takes as its ``pairs`` part)."""
+    import io
+
+    gray, colours = task.notes["calib_gray"], np.asarray(task.notes["calib_colours"])
+    n, k = len(colours), len(task.bias_values)
+    if len(gray) != len(task.calib) or n != len(task.calib):
+        raise ValueError("the task keeps no grey calibration digits matching its calibration set")
+    if not np.array_equal(colourise(gray, colours), task.calib.X):
+        raise ValueError("the grey calibration digits do not colour into the calibration set")
+    others = (colours[:, None] + np.arange(1, k)[None, :]) % k  # [N, 9], the other colours
+    x_cf = colourise(np.repeat(gray, k - 1, axis=0), others.reshape(-1))
+    buf = io.BytesIO()
+    np.savez_compressed(buf, x_cf=x_cf.astype(np.uint8).reshape(n, k - 1, *x_cf.shape[1:]))
+    return "pairs.npz", buf.getvalue()
 
 
 def _log(probs: np.ndarray) -> np.ndarray:

@@ -308,8 +308,8 @@ def cmnist_task(
     rho_c = rho_train if rho_calib is None else rho_calib
     train = _coloured_table(gray[train_idx], y[train_idx],
                             biased_colours(y[train_idx], rho_train, rng))  # fmt: skip
-    calib = _coloured_table(gray[calib_idx], y[calib_idx],
-                            biased_colours(y[calib_idx], rho_c, rng))  # fmt: skip
+    calib_colours = biased_colours(y[calib_idx], rho_c, rng)
+    calib = _coloured_table(gray[calib_idx], y[calib_idx], calib_colours)
     small = calib.subset(stratified_fraction(calib.y, calib.b, SMALL_CALIBRATION, seed))
     test_idx = outer.test
     every = np.repeat(np.arange(10), len(test_idx))
@@ -322,6 +322,10 @@ def cmnist_task(
     }
     if augmented:
         notes["train_gray"] = gray[train_idx]
+    # The calibration digits in grey and their colour index: the FMD job's uploaded pairs are
+    # these digits in every other colour (``counterfactual.calibration_pairs``).
+    notes["calib_gray"] = gray[calib_idx]
+    notes["calib_colours"] = calib_colours
     return Task(
         dataset="cmnist_aug" if augmented else "cmnist",
         train=train,

@@ -428,8 +428,9 @@ def evaluate_retrain(run: Run, cache: Path | None) -> dict[str, Any]:
 @dataclass(frozen=True)
 class FmdRun(Run):
     """An FMD job (``method: "fmd"``) on the vanilla deployed model with the full calibration
-    set, on its own gateway model. The attribute is the model's input column (COMPAS
-    ``african_american``, Adult ``sex_male``), so the upload has no separate bias column."""
+    set, on its own gateway model. On COMPAS and Adult the attribute is the model's input
+    column (``african_american``, ``sex_male``), so the upload has no separate bias column; on
+    Colored MNIST the upload keeps its colour column and brings recoloured digits as pairs."""
 
     @property
     def gateway_model(self) -> str:
@@ -437,13 +438,24 @@ class FmdRun(Run):
 
     @property
     def attribute(self) -> str:
+        if self.uploads_pairs:
+            return self.task.bias_name
         return INPUT_ATTRIBUTES[self.task.dataset][0]
+
+    @property
+    def uploads_pairs(self) -> bool:
+        """Colored MNIST: the colour is no input, so the job gets recoloured digits as pairs."""
+        return self.setting in FMD_PAIRED_SETTINGS
 
     def spec_fields(self) -> dict[str, Any]:
         return {"method": "fmd", "bias": [self.attribute]}
 
 
-FMD_SETTINGS = tuple(INPUT_ATTRIBUTES)  # Colored MNIST needs uploaded pairs (not in jobs yet)
+FMD_SETTINGS = tuple(INPUT_ATTRIBUTES)
+# Colored MNIST with uploaded pairs: the ρ = 0.9 setting only (uniform calibration colours, so
+# every digit has calibration rows in other colours; the ρ = 0.99 calibration set holds about
+# 7 colour-conflicting digits, and each FMD job on the CNN costs minutes on 2 cores).
+FMD_PAIRED_SETTINGS = ("cmnist_rho90",)
 
 
 def plan_fmd(runs: list[Run]) -> list[FmdRun]:
@@ -453,7 +465,7 @@ def plan_fmd(runs: list[Run]) -> list[FmdRun]:
         FmdRun(r.setting, r.variant, r.calibration, r.seed, r.task, r.fold)
         for r in runs
         if r.variant == "vanilla" and r.calibration == "full" and r.fold is None
-        and r.task.dataset in FMD_SETTINGS
+        and (r.task.dataset in FMD_SETTINGS or r.setting in FMD_PAIRED_SETTINGS)
     ]  # fmt: skip
 
 

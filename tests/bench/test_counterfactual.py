@@ -9,6 +9,7 @@ import pytest
 
 from bench.quality.client import calibration_file
 from bench.quality.counterfactual import (
+    calibration_pairs,
     counterfactual_bias,
     counterfactual_test,
     decision_cf_bias,
@@ -318,3 +319,34 @@ def test_cf_average_bias_reads_the_counterfactuals_from_the_second_pass() -> Non
     second[cf.index[:5, 0]] = [0.4, 0.6]  # a black box that answered five x̄ otherwise
     assert cf.bias(first, cf_pool=first) == 0.0
     assert cf.bias(first, cf_pool=second) == pytest.approx(100 * 5 * 0.1 / n)
+
+
+def test_cmnist_fmd_job_uploads_each_calibration_digit_in_the_nine_other_colours(
+    tmp_path,
+) -> None:
+    from bench.quality.datasets import cmnist_task
+    from service.calibration.pairs import read_pairs
+    from service.errors import InvalidCalibrationSet
+
+    _fake_mnist(tmp_path / "mnist_5k.npz")
+    task = cmnist_task(0, tmp_path, rho_train=0.9, rho_calib=0.1)
+    [run] = plan_fmd([Run("cmnist_rho90", "vanilla", "full", 0, task)])
+    assert run.uploads_pairs and run.spec_fields() == {"method": "fmd", "bias": ["colour"]}
+    name, data = calibration_pairs(task)
+    model = ModelConfig.model_validate(
+        {
+            "name": run.gateway_model,
+            "classes": task.classes,
+            "input": {"shape": list(task.input_shape)},
+            "upstream": {"url": "http://127.0.0.1:1/v2/models/x/infer", "input_name": "x"},
+        }
+    )
+    x_cf = read_pairs(data, task.calib.X, model, ["colour"], InvalidCalibrationSet)["colour"]
+    n = len(task.calib)
+    assert name.endswith(".npz") and x_cf.shape == (n, 9, 3, 28, 28)
+    colours = np.asarray(task.notes["calib_colours"])
+    for i in (0, n // 2, n - 1):
+        others = (colours[i] + np.arange(1, 10)) % 10
+        assert colours[i] not in others
+        expected = colourise(np.repeat(task.notes["calib_gray"][i : i + 1], 9, axis=0), others)
+        assert np.array_equal(x_cf[i], expected)
