@@ -30,6 +30,7 @@ from service.api import (
     routes_v2,
 )
 from service.api.edge import RequestEdge
+from service.api.fastlane import FastLane
 from service.calibration.checker import UploadChecker
 from service.calibration.store import CalibrationStore
 from service.dataplane import Dataplane
@@ -72,11 +73,16 @@ def create_app(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
         lifespan=lifespan,
         docs_url=None,  # served from packaged assets, not a CDN (service.api.docs)
         redoc_url=None,
+        # FastAPI's native OpenTelemetry looks up the global providers (environment variables
+        # included) on every request; the gateway exports Prometheus metrics and forwards
+        # traceparent instead, so the lookups were pure per-request cost (docs/operations.md).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.metrics = metrics
     errors.install(app)
     docs.install(app)
+    app.add_middleware(FastLane)  # inside the edge: ids and body limits apply to it too
     app.add_middleware(RequestEdge, settings=settings)
     app.include_router(routes_predict.router)
     app.include_router(routes_v2.health)

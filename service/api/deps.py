@@ -49,6 +49,11 @@ def settings_of(app: FastAPI) -> GatewaySettings:
     return app.state.settings
 
 
+def dataplane_of(app: FastAPI) -> Dataplane:
+    """The running data plane (for ``service.api.fastlane``, which runs no dependencies)."""
+    return app.state.gateway.dataplane
+
+
 async def _gateway(request: Request) -> Gateway:
     return request.app.state.gateway
 
