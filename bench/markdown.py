@@ -152,7 +152,8 @@ def markdown_section(res: dict[str, Any]) -> str:
         "compared with were measured seconds apart. For the training job it is each run's "
         "wall time.",
         "", *spread_text(res), "",
-        concurrency_text(res), "", distill_text(res), "",
+        concurrency_text(res) if "concurrent_p50_ms" in res else "", "",
+        distill_text(res) if "distill_compas" in res else "", "",
         *notes(res),
         "Reproduce: `make bench-perf` (smoke run: `python -m bench.perf --quick`; the training "
         "job alone: `python -m bench.perf --only distill`, the image scenario alone: "
