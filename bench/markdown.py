@@ -70,6 +70,7 @@ TABLE_ROWS: tuple[tuple[str, str, str], ...] = (
         "ms",
     ),
     ("distill_compas_s", "COMPAS Eraser job end to end, 1,000 rows (`eraser train eraser`)", "s"),
+    ("distill_100k_s", "The same job on 100,000 resampled rows", "s"),
 )
 
 
@@ -154,6 +155,7 @@ def markdown_section(res: dict[str, Any]) -> str:
         "", *spread_text(res), "",
         concurrency_text(res) if "concurrent_p50_ms" in res else "", "",
         distill_text(res) if "distill_compas" in res else "", "",
+        *scaling_text(res),
         *notes(res),
         "Reproduce: `make bench-perf` (smoke run: `python -m bench.perf --quick`; the training "
         "job alone: `python -m bench.perf --only distill`, the image scenario alone: "
@@ -368,6 +370,27 @@ def concurrency_text(res: dict[str, Any]) -> str:
         "(upstream p50 + patch); the gateway runs them concurrently. Gateways run with their "
         "default runtime settings."
     )
+
+
+def scaling_text(res: dict[str, Any]) -> list[str]:
+    """The distill job's wall time per calibration size (issue 17 §1), with its stages."""
+    runs = res.get("distill_scaling", {}).get("runs")
+    if not runs:
+        return []
+    from bench.distill_scaling import ScalingRun, table
+
+    fields = ScalingRun.__dataclass_fields__
+    lines = table([ScalingRun(**{k: r[k] for k in fields}) for r in runs]).split("\n")
+    return [
+        "Training cost against the calibration set's size (`distill_rows_s`): COMPAS calibration "
+        "rows resampled with replacement to N, one cold `eraser train eraser` per N (fresh "
+        "process, stand-in black box, its cache cleared); above 8,192 rows per fold the fit "
+        "follows a step budget (docs/training.md, Large calibration sets). "
+        + _when_measured(res["distill_scaling"]),
+        "",
+        *lines,
+        "",
+    ]
 
 
 def distill_text(res: dict[str, Any]) -> str:

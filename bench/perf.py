@@ -43,6 +43,7 @@ import numpy as np
 from bench import image
 from bench.common import MARKDOWN, PREDICT_HEADERS, PREFIX, RESULTS
 from bench.distill import measure_distill
+from bench.distill_scaling import DEFAULT_ROWS, scaling_result
 from bench.loadgen import choose_generator, run_python
 from bench.markdown import markdown_section, write_markdown
 from bench.measure import Bench, Measured
@@ -103,6 +104,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.only in ("all", "distill"):
         print("scenario 5: the COMPAS distillation job, end to end", flush=True)
         result |= measure_distill(runs=1 if args.quick else 3)
+        rows = [1000] if args.quick else list(DEFAULT_ROWS)
+        print(f"scenario 7: one distill job per calibration size {rows}", flush=True)
+        result |= scaling_result(rows)
     if args.only in ("all", "image"):
         result |= image_scenarios(args, argv, seconds, rounds)
     merged = write_json(out, result)

@@ -88,3 +88,16 @@ def test_measure_distill_scaling_answers_seconds_per_row_count(tmp_path: Path) -
         clear_redis_prefix(PREFIX)
     assert list(answer) == [200]
     assert answer[200] > 0
+
+
+def test_perf_markdown_shows_the_scaling_table_only_when_measured() -> None:
+    from bench.markdown import scaling_text
+    from bench.report import target_met
+
+    run = {"rows": 100_000, "wall_s": 61.0, "stages_s": {"query": 1.5, "train": 50.0},
+           "tuning_rows": 70_000, "verdict_rows": 30_000, "status": "validated", "alpha": 1.0,
+           "ms_per_row": 0.61}  # fmt: skip
+    text = "\n".join(scaling_text({"distill_scaling": {"runs": [run], "measured_at": "today"}}))
+    assert "| 100,000 | 61.0 | 0.61 | 1.5 | 50.0 | validated |" in text and "today" in text
+    assert scaling_text({}) == []
+    assert target_met("distill_100k_s", 119.0) and not target_met("distill_100k_s", 121.0)
