@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import pickle
 import shutil
 import sys
 import time
@@ -137,6 +138,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "for the settings whose label-free rows this run does not measure",
     )
     p.add_argument(
+        "--report-from",
+        type=Path,
+        help="measure nothing: summarise the records an earlier run kept "
+        f"({RUN_DIR.name}/last_measured.pickle under .cache)",
+    )
+    p.add_argument(
         "--markdown-only",
         action="store_true",
         help="measure nothing: rewrite the BENCHMARKS.md section from the folder's quality.json",
@@ -167,6 +174,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         res = orjson.loads((args.out / "quality.json").read_bytes())
         write_markdown(ROOT / "BENCHMARKS.md", res, plot_paths(args.out, res))
         return res
+    if args.report_from is not None:
+        return _report_from(args)
     started = time.perf_counter()
     seeds = list(range(args.seeds))
     runs = plan(args.settings, seeds, DATA_DIR)  # the vendored bench/data
@@ -184,9 +193,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return _dump_label_free(args, _measure([], [], [], label_free, retrain))
     measured = _measure(runs, outer, stacked, label_free, retrain, fmd, audits)
     phases["jobs_and_predictions"] = time.perf_counter() - t0
+    _keep_measured(args, measured, phases, time.perf_counter() - started)
+    return _finish(args, measured, phases, time.perf_counter() - started)
+
+
+def _keep_measured(
+    args: argparse.Namespace, measured: dict[str, list], phases: dict[str, float], wall_s: float
+) -> None:
+    """Every record, whole, before anything is summarised: a report that fails (or an
+    earlier ``--label-free-only`` run that is still going) costs a ``--report-from`` run, not
+    the measurements. Local, this run's own data: pickled."""
+    path = RUN_DIR / "last_measured.pickle"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps({"args": vars(args), "measured": measured,
+                                   "phases": phases, "wall_s": wall_s}))  # fmt: skip
+    print(f"measured records: {path}")
+
+
+def _report_from(args: argparse.Namespace) -> dict[str, Any]:
+    """``--report-from``: summarise a kept run's records (this invocation's
+    ``--label-free-from`` and ``--out`` apply)."""
+    kept = pickle.loads(args.report_from.read_bytes())  # this bench's own file
+    for key in ("seeds", "settings", "poisoner_settings", "quick"):
+        setattr(args, key, kept["args"][key])
+    return _finish(args, kept["measured"], kept["phases"], kept["wall_s"])
+
+
+def _finish(
+    args: argparse.Namespace, measured: dict[str, list], phases: dict[str, float], wall_s: float
+) -> dict[str, Any]:
     if args.label_free_from is not None:
         _join_label_free(measured, args.label_free_from, args.poisoner_settings)
-    res = _report(args, measured, phases, time.perf_counter() - started)
+    res = _report(args, measured, phases, wall_s)
     print(f"results: {args.out / 'quality.json'}")
     for dataset, checks in res["_targets"].items():
         verdicts = ", ".join(f"{k}: {v['value']} ({'met' if v['met'] else 'MISSED'})"
