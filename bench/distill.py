@@ -10,21 +10,18 @@ The job's own stage timings come from its JSON answer.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import subprocess
-import sys
-import time
 from datetime import UTC, datetime
 from typing import Any
 
 import yaml
 
 from bench.common import MODEL, PREFIX
+from bench.distill_scaling import cold_job
 from bench.servers import standin
-from blackbox.data import BIAS, TARGET, compas_calibration_csv, compas_split, load_compas
-from deploy.local.processes import CACHE, ROOT, clear_redis_prefix, standin_model_config
+from blackbox.data import compas_calibration_csv, compas_split, load_compas
+from deploy.local.processes import CACHE, clear_redis_prefix, standin_model_config
 
 ROWS = 1000
 TARGET_S = 20.0
@@ -63,15 +60,7 @@ def _env(upstream_url: str) -> dict[str, str]:
 
 
 def _one_run(env: dict[str, str], csv_path: os.PathLike, i: int) -> dict[str, Any]:
-    args = [sys.executable, "-m", "patch_training.cli", "train", "eraser", "--model", MODEL,
-            "--calibration", str(csv_path), "--target", TARGET, "--bias", BIAS,
-            "--name", "bench-race"]  # fmt: skip
-    start = time.perf_counter()
-    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - start
-    if done.returncode != 0:
-        raise RuntimeError(f"eraser train eraser failed:\n{done.stderr[-2000:]}")
-    result = json.loads(done.stdout)
+    wall, result = cold_job(env, csv_path, "bench-race")
     patch = result["patches"][0]
     print(f"  run {i + 1}: {wall:.2f} s (job stages {result['timings_s']})", flush=True)
     return {

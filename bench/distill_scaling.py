@@ -124,16 +124,22 @@ def _env(upstream_url: str, directory: Path, prefix: str) -> dict[str, str]:
     return {**os.environ, "ERASER_CONFIG_FILE": str(config), "ERASER_REDIS__KEY_PREFIX": prefix}
 
 
-def _one_run(env: dict[str, str], csv_path: Path, n: int) -> ScalingRun:
+def cold_job(env: dict[str, str], csv_path: os.PathLike, name: str) -> tuple[float, dict]:
+    """One ``eraser train eraser`` on the stand-in's COMPAS model as a fresh process: its wall
+    time (s) and its JSON answer (shared with ``bench.distill``)."""
     args = [sys.executable, "-m", "patch_training.cli", "train", "eraser", "--model", MODEL,
             "--calibration", str(csv_path), "--target", TARGET, "--bias", BIAS,
-            "--name", "scaling-race"]  # fmt: skip
+            "--name", name]  # fmt: skip
     start = time.perf_counter()
     done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
     if done.returncode != 0:
-        raise RuntimeError(f"eraser train eraser on {n} rows failed:\n{done.stderr[-2000:]}")
-    result = json.loads(done.stdout)
+        raise RuntimeError(f"eraser train eraser on {csv_path} failed:\n{done.stderr[-2000:]}")
+    return wall, json.loads(done.stdout)
+
+
+def _one_run(env: dict[str, str], csv_path: Path, n: int) -> ScalingRun:
+    wall, result = cold_job(env, csv_path, "scaling-race")
     patch = result["patches"][0]
     return ScalingRun(
         rows=n,

@@ -57,14 +57,19 @@ def standin_dir(models_dir: Path, grpc: bool = False) -> Iterator[Server]:
     ``grpc`` its gRPC endpoint too."""
     port = free_port()
     args = ["-m", "blackbox", "serve-dir", "--models-dir", str(models_dir), "--port", str(port)]
-    grpc_url = None
-    if grpc:
-        grpc_port = free_port()
-        args += ["--grpc-port", str(grpc_port)]
-        grpc_url = grpc_url_of(grpc_port)
+    grpc_args, grpc_url = _grpc_port(grpc)
+    args += grpc_args
     url = f"http://127.0.0.1:{port}"
     with launched(args, f"{url}/v2/health/ready", f"bench-blackbox-{models_dir.name}") as proc:
         yield Server(url, proc.pid, grpc_url)
+
+
+def _grpc_port(wanted: bool) -> tuple[list[str], str | None]:
+    """``--grpc-port`` on a free port and the URL a client dials, when gRPC is ``wanted``."""
+    if not wanted:
+        return [], None
+    port = free_port()
+    return ["--grpc-port", str(port)], grpc_url_of(port)
 
 
 @contextmanager
@@ -94,11 +99,8 @@ def gateway(
     args = ["-m", "service.cli", "serve", "--port", str(port)]
     if workers != 1:  # only then: ``bench.ab`` may run a revision older than the option
         args += ["--workers", str(workers)]
-    grpc_url = None
-    if grpc:
-        grpc_port = free_port()
-        args += ["--grpc-port", str(grpc_port)]
-        grpc_url = grpc_url_of(grpc_port)
+    grpc_args, grpc_url = _grpc_port(grpc)
+    args += grpc_args
     ready = f"{url}/v2/health/ready"
     with launched(args, ready, f"bench-gateway-{label}", env=env, cwd=tree) as proc:
         yield Server(url, proc.pid, grpc_url)
