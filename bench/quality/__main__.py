@@ -138,6 +138,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "for the settings whose label-free rows this run does not measure",
     )
     p.add_argument(
+        "--carry-from",
+        type=Path,
+        help="an earlier quality.json whose sections this run does not measure (the outer "
+        "cross-validation and stacked attributes with --no-outer, settings left out of "
+        "--settings) are kept, marked with its date",
+    )
+    p.add_argument(
         "--report-from",
         type=Path,
         help="measure nothing: summarise the records an earlier run kept "
@@ -401,6 +408,8 @@ def _report(
         res["_outer_cv"] = outer_summary(outer)
     if stacked:
         res["_stacked"] = stacked_summary(stacked)
+    if args.carry_from is not None:
+        _carry(res, orjson.loads(args.carry_from.read_bytes()))
     if args.gate_baseline is not None:  # the same statistics from an earlier run, for comparison
         baseline = orjson.loads(args.gate_baseline.read_bytes())
         res["_gate"]["baseline"] = baseline["_gate"]["this_run"] | {
@@ -415,6 +424,22 @@ def _report(
     if not args.quick and args.out == RESULTS:
         write_markdown(ROOT / "BENCHMARKS.md", res, plot_paths(args.out, res))
     return res
+
+
+def _carry(res: dict[str, Any], earlier: dict[str, Any]) -> None:
+    """``--carry-from``: what this run did not measure, kept whole from an earlier run and
+    marked with its date: the outer cross-validation and the stacked attributes (30 more
+    deployed models and 36 jobs) and the settings left out of ``--settings`` (``cmnist_aug``'s
+    three deployed models train for 150 augmented epochs each), with their runs."""
+    sections = [k for k in ("_outer_cv", "_stacked") if k in earlier and k not in res]
+    settings = [k for k in SETTINGS if k in earlier and k not in res]
+    for key in [*sections, *settings]:
+        res[key] = earlier[key]
+    res["_runs"] += [r for r in earlier.get("_runs", []) if r["setting"] in settings]
+    if sections or settings:
+        res["_carried"] = {"sections": sections, "settings": settings,
+                           "date": earlier["_meta"]["date"],
+                           "command": earlier["_meta"]["command"]}  # fmt: skip
 
 
 def _run_record(run: dict[str, Any]) -> dict[str, Any]:

@@ -91,6 +91,17 @@ def section(res: dict[str, Any], plots: dict[str, str]) -> str:
         "", *_summary(res), "", *_targets(res["_targets"], runs), "",
         *_gate_record(res.get("_gate")),
     ]  # fmt: skip
+    if carried := res.get("_carried"):
+        what = [CARRIED_NAMES.get(k, k) for k in carried["sections"]]
+        what += [f"the `{k}` setting" for k in carried.get("settings", [])]
+        lines += [
+            f"*Carried from the run of {carried['date']} (`{carried['command']}`, "
+            f"`--carry-from`), not measured by this one: {', '.join(what)}. Changes since then "
+            "are in CHANGELOG.md; the one that touches them: a job now activates at most one "
+            "patch, so the stacked section's *served* stacks would no longer be served (its "
+            "replayed stacks do not depend on it). The carried rows have no cf bias.*",
+            "",
+        ]
     label_free = res.get("_label_free", {})
     for key in SETTINGS:
         if key in res:
@@ -168,6 +179,9 @@ def _target_value(name: str, run: dict[str, Any]) -> float:
 
 
 # --- one setting ----------------------------------------------------------------------------
+
+
+CARRIED_NAMES = {"_outer_cv": "the outer cross-validation", "_stacked": "the stacked attributes"}
 
 
 def _setting(

@@ -278,3 +278,25 @@ def test_an_earlier_label_free_run_fills_only_the_settings_not_measured_here(tmp
     assert [r["setting"] for r in measured["label_free"]] == ["compas", "cmnist"]
     assert "from" not in measured["label_free"][0]
     assert [r["setting"] for r in measured["retrain"]] == ["cmnist"]
+
+
+def test_a_run_carries_only_what_it_did_not_measure_with_the_earlier_date() -> None:
+    from bench.quality.__main__ import _carry
+
+    earlier = {
+        "_meta": {"date": "2026-11-01", "command": "make bench-quality"},
+        "compas": {"vanilla.raw": {"avg": 1.0}},
+        "cmnist_aug": {"vanilla.raw": {"avg": 2.0}},
+        "_outer_cv": {"compas": {}},
+        "_stacked": {"adult": {}},
+        "_runs": [{"setting": "compas", "seed": 0}, {"setting": "cmnist_aug", "seed": 0}],
+    }
+    res = {"compas": {"vanilla.raw": {"avg": 3.0}}, "_stacked": {"adult": {"new": 1}},
+           "_runs": [{"setting": "compas", "seed": 0, "new": True}]}  # fmt: skip
+    _carry(res, earlier)
+    assert res["compas"] == {"vanilla.raw": {"avg": 3.0}}
+    assert res["_stacked"] == {"adult": {"new": 1}}
+    assert res["cmnist_aug"] == earlier["cmnist_aug"] and res["_outer_cv"] == earlier["_outer_cv"]
+    assert [r["setting"] for r in res["_runs"]] == ["compas", "cmnist_aug"]
+    assert res["_carried"] == {"sections": ["_outer_cv"], "settings": ["cmnist_aug"],
+                               "date": "2026-11-01", "command": "make bench-quality"}  # fmt: skip
