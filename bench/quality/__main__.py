@@ -12,6 +12,7 @@ import argparse
 import datetime
 import os
 import pickle
+import shlex
 import shutil
 import sys
 import time
@@ -151,11 +152,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         f"({RUN_DIR.name}/last_measured.pickle under .cache)",
     )
     p.add_argument(
+        "--recorded-command",
+        help="with --report-from, for records kept before runs kept their arguments: the "
+        "arguments the measuring run was given",
+    )
+    p.add_argument(
         "--markdown-only",
         action="store_true",
         help="measure nothing: rewrite the BENCHMARKS.md section from the folder's quality.json",
     )
     args = p.parse_args(argv)
+    args.argv = list(argv)  # how this run was asked for, kept in quality.json
+    args.measured_at = None  # now, unless --report-from summarises an earlier run
     if args.quick:
         args.seeds, args.settings, args.outer = 1, "compas", False
         args.poisoner_rows = ",".join(QUICK_LABEL_FREE)
@@ -212,9 +220,13 @@ def _keep_measured(
     the measurements. Local, this run's own data: pickled."""
     path = RUN_DIR / "last_measured.pickle"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(pickle.dumps({"args": vars(args), "measured": measured,
-                                   "phases": phases, "wall_s": wall_s}))  # fmt: skip
+    path.write_bytes(pickle.dumps({"args": vars(args), "measured": measured, "phases": phases,
+                                   "wall_s": wall_s, "measured_at": _now()}))  # fmt: skip
     print(f"measured records: {path}")
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def _report_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -223,6 +235,10 @@ def _report_from(args: argparse.Namespace) -> dict[str, Any]:
     kept = pickle.loads(args.report_from.read_bytes())  # this bench's own file
     for key in ("seeds", "settings", "poisoner_settings", "quick"):
         setattr(args, key, kept["args"][key])
+    args.argv = kept["args"].get("argv") or shlex.split(args.recorded_command or "")
+    # when the measuring ended: kept since, or the file's own time for an older record
+    mtime = datetime.datetime.fromtimestamp(args.report_from.stat().st_mtime, datetime.UTC)
+    args.measured_at = kept.get("measured_at") or mtime.isoformat(timespec="seconds")
     return _finish(args, kept["measured"], kept["phases"], kept["wall_s"])
 
 
@@ -282,6 +298,9 @@ def _join_label_free(measured: dict[str, list], path: Path, measured_here: set[s
         measured.setdefault(kind, []).extend(
             r for r in earlier[kind] if r["setting"] not in measured_here
         )
+    joined = sorted({r["setting"] for r in earlier["label_free"]} - measured_here)
+    if joined and "_meta" in earlier:
+        measured["label_free_joined"] = [earlier["_meta"] | {"joined_settings": joined}]
 
 
 def _deploy(runs: list[Run]) -> float:
@@ -373,14 +392,16 @@ def _report(
     label_free_rows, label_free_details = aggregate_label_free(label_free, retrain)
     fmd_rows, fmd_details = aggregate_fmd(fmd)
     summary = merge_rows(merge_rows(summary, label_free_rows), fmd_rows)
-    command = "python -m bench.quality --quick" if args.quick else "make bench-quality"
+    command = (
+        "python -m bench.quality " + shlex.join(args.argv) if args.argv else "make bench-quality"
+    )
     res: dict[str, Any] = {
         **for_json(summary),
         "_targets": targets(summary)
         | label_free_targets(summary, label_free, results)
         | fmd_targets(summary, fmd, results),
         "_meta": {
-            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "date": args.measured_at or _now(),
             "cores": os.cpu_count(),
             "seeds": list(range(args.seeds)),
             "settings": args.settings,
@@ -397,6 +418,8 @@ def _report(
             "runs": [_label_free_record(r) for r in label_free],
             "retrain": [_label_free_record(r) for r in retrain],
         }
+    if measured.get("label_free_joined"):
+        res["_label_free"]["joined"] = measured["label_free_joined"][0]
     if measured.get("audit"):
         res["_audit"] = measured["audit"]
     if fmd:

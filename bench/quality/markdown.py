@@ -102,6 +102,14 @@ def section(res: dict[str, Any], plots: dict[str, str]) -> str:
             "replayed stacks do not depend on it). The carried rows have no cf bias.*",
             "",
         ]
+    if joined := res.get("_label_free", {}).get("joined"):
+        lines += [
+            f"*The label-free rows of {', '.join(f'`{k}`' for k in joined['joined_settings'])} "
+            f"were measured by a `--label-free-only` run of {joined['date']} (the same deployed "
+            "models and calibration sets, its own gateway and workers) and joined into this one "
+            "(`--label-free-from`).*",
+            "",
+        ]
     label_free = res.get("_label_free", {})
     for key in SETTINGS:
         if key in res:
