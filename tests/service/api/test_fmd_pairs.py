@@ -21,7 +21,7 @@ from blackbox.data import BIAS, RACE_FEATURE, TARGET, compas_calibration_csv
 from service.api.app import create_app
 from service.metrics import GatewayMetrics
 from service.settings import GatewaySettings
-from tests.service.api.conftest import ADMIN, MODEL
+from tests.service.api.conftest import ADMIN, MODEL, asgi_client
 from tests.service.api.test_audits import DATA, NO_UPSTREAM, gateway_settings, npz, queued
 from tests.service.api.test_training import finished_job
 from tests.workers import remove_queue, running_worker
@@ -56,11 +56,8 @@ def settings(key_prefix: str, redis_client: object) -> Iterator[GatewaySettings]
 
 @pytest.fixture
 async def client(settings: GatewaySettings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, GatewayMetrics())
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as c:
-            yield c
+    async with asgi_client(create_app(settings, GatewayMetrics())) as c:
+        yield c
 
 
 async def submit(
