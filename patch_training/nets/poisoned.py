@@ -97,19 +97,10 @@ class BiasedModelConfig:
 
     @classmethod
     def from_job(cls, spec: TrainingJobSpec) -> BiasedModelConfig:
-        """The job spec's ``poisoner`` knobs (``PoisonerConfig``), its arch, widths and device."""
-        knobs = spec.poisoner
-        config = cls(
-            steps=knobs.steps,
-            batch_size=knobs.batch_size,
-            p=knobs.p,
-            lr=knobs.lr,
-            loss=knobs.loss,
-            warmup_steps=knobs.warmup_steps,
-            q=knobs.q,
-            contrast_temperature=knobs.contrast_temperature,
-        )
-        return config.with_spec(spec)
+        """The job spec's ``poisoner`` knobs (``PoisonerConfig``: every field but the serving
+        ``candidates`` is one of this config's, by name), its arch, widths and device."""
+        knobs = spec.poisoner.model_dump(exclude={"candidates"})
+        return cls(**knobs).with_spec(spec)
 
     def passes(self, rows: int) -> int:
         """History points (and progress calls) of one training on ``rows`` rows."""

@@ -60,10 +60,7 @@ class CalibrationStore:
             pipe.get(self._keys.calibration(sha256))
             pipe.get(self._keys.calibration_meta(sha256))
             data, raw_meta = await pipe.execute()
-        if data is None:
-            raise CalibrationSetNotFound(f"calibration set {sha256} not found", sha256=sha256)
-        if sha256_hex(data) != sha256:
-            raise IntegrityError(f"calibration set {sha256}: hash mismatch", sha256=sha256)
+        _verify(data, sha256, "calibration set")
         if raw_meta is None:
             raise IntegrityError(f"calibration set {sha256} has no meta", sha256=sha256)
         return data, _parse(sha256, raw_meta)
@@ -80,11 +77,16 @@ class CalibrationStore:
         the caller parses them as untrusted input (``loader.load_calibration``)."""
         _check_sha(sha256)
         data = await self._redis.get(self._keys.calibration(sha256))
-        if data is None:
-            raise CalibrationSetNotFound(f"pairs file {sha256} not found", sha256=sha256)
-        if sha256_hex(data) != sha256:
-            raise IntegrityError(f"pairs file {sha256}: hash mismatch", sha256=sha256)
-        return data
+        return _verify(data, sha256, "pairs file")
+
+
+def _verify(data: bytes | None, sha256: str, what: str) -> bytes:
+    """``data`` read back under ``sha256``: there, and still hashing to it."""
+    if data is None:
+        raise CalibrationSetNotFound(f"{what} {sha256} not found", sha256=sha256)
+    if sha256_hex(data) != sha256:
+        raise IntegrityError(f"{what} {sha256}: hash mismatch", sha256=sha256)
+    return data
 
 
 def _check_sha(sha256: str) -> None:

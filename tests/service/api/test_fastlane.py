@@ -9,29 +9,12 @@ import pytest
 from fastapi.routing import APIRoute
 from starlette.routing import Match
 
-from service.api import (
-    routes_admin,
-    routes_audits,
-    routes_feedback,
-    routes_predict,
-    routes_training,
-    routes_v1,
-    routes_v2,
-)
+from service.api import routes_predict, routes_v1, routes_v2
+from service.api.app import ROUTERS
 from service.api.fastlane import route_of
 from service.errors import ModelNotFound
 from tests.service.api.conftest import MODEL, PREDICT
 
-ROUTERS = (
-    routes_predict.router,
-    routes_v2.health,
-    routes_v2.router,
-    routes_v1.router,
-    routes_admin.router,
-    routes_feedback.router,
-    routes_training.router,
-    routes_audits.router,
-)
 LANE = {routes_predict.predict, routes_v2.infer, routes_v1.predict}
 
 PATHS = [
